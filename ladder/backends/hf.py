@@ -1,0 +1,144 @@
+"""The `hf` backend: the model and tokenizer loaded in-process with transformers.
+
+Loaded once per run through the run's `Resources` (`hf_model(ctx)`), shared by
+every rung. Everything here uses public transformers 5 APIs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ladder.probes.base import ProbeContext
+
+CAPABILITIES = frozenset({"generate", "logits", "hidden_states", "weights", "chat_template"})
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+@dataclass
+class HFModel:
+    """A causal LM and its tokenizer, as ladder itself runs them (greedy, left padding, masked)."""
+
+    path: str
+    model: Any
+    tokenizer: Any
+    loading_info: dict[str, Any] = field(default_factory=dict)
+    capabilities: frozenset[str] = CAPABILITIES
+
+    @classmethod
+    def load(cls, path: str, *, device: str | None = None, dtype: str = "auto",
+             trust_remote_code: bool = False) -> "HFModel":
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        _quiet_transformers()
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model, info = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, output_loading_info=True,
+                                                           trust_remote_code=trust_remote_code)
+        model.to(device or "cpu")
+        model.eval()
+        return cls(path=path, model=model, tokenizer=tokenizer, loading_info=info or {})
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def close(self) -> None:
+        self.model = None
+        self.tokenizer = None
+
+    # ---- prompts ------------------------------------------------------------------------
+
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def chat_ids(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
+        """The token ids the model's own chat template gives for `messages`."""
+        encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
+                                                     tokenize=True)
+        ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
+        return list(ids[0] if ids and isinstance(ids[0], list) else ids)
+
+    def stop_ids(self) -> set[int]:
+        """The eos ids generation stops on (generation_config, else config, else tokenizer)."""
+        for source in (getattr(self.model, "generation_config", None), self.model.config):
+            eos = getattr(source, "eos_token_id", None) if source is not None else None
+            if eos is not None:
+                return set(eos if isinstance(eos, (list, tuple)) else [eos])
+        return {self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set()
+
+    # ---- running ------------------------------------------------------------------------
+
+    def _left_padded(self, batch: list[list[int]]):
+        import torch
+
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):
+            if ids:
+                input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+                mask[row, width - len(ids):] = 1
+        return input_ids.to(self.device), mask.to(self.device), pad
+
+    def generate(self, batch: list[list[int]], *, max_new_tokens: int = 32, **kwargs: Any) -> list[list[int]]:
+        """Greedy continuations of each prompt (left-padded batch); new tokens only, cut after a stop id."""
+        import torch
+
+        input_ids, mask, pad = self._left_padded(batch)
+        settings = {"do_sample": False, "max_new_tokens": max_new_tokens, "pad_token_id": pad}
+        settings.update(kwargs)
+        with torch.no_grad():
+            out = self.model.generate(input_ids=input_ids, attention_mask=mask, **settings)
+        stops = self.stop_ids()
+        results = []
+        for row in out[:, input_ids.shape[1]:].tolist():
+            kept = []
+            for token in row:
+                kept.append(token)
+                if token in stops:
+                    break
+            results.append(kept)
+        return results
+
+    def continuation_logprobs(self, pairs: list[tuple[list[int], list[int]]]) -> list[list[float]]:
+        """Per-token log-probabilities of each continuation given its prompt (teacher-forced, batched)."""
+        import torch
+
+        joined = [prompt + cont for prompt, cont in pairs]
+        input_ids, mask, _ = self._left_padded(joined)
+        with torch.no_grad():
+            logits = self.model(input_ids=input_ids, attention_mask=mask).logits.float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        width = input_ids.shape[1]
+        results = []
+        for row, (prompt, cont) in enumerate(pairs):
+            start = width - len(cont)
+            values = [logprobs[row, pos - 1, input_ids[row, pos]].item() for pos in range(start, width)]
+            results.append(values)
+        return results
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+
+def hf_model(ctx: "ProbeContext", which: str = "model") -> HFModel:
+    """The run's shared `model` (or `base`) of the case, loaded on first use."""
+    path = getattr(ctx.case, which)
+    if not path:
+        from ladder.probes.base import skip
+
+        skip(f"needs --{which} PATH (case key `{which}`)")
+    return ctx.resources.get(f"hf:{which}", lambda: HFModel.load(
+        path, device=ctx.case.device, trust_remote_code=ctx.case.trust_remote_code))

@@ -1,0 +1,171 @@
+"""The case: what is being debugged, from `ladder.case.yaml` and/or command-line flags.
+
+Paths in a case file are relative to that file; paths given as flags are relative
+to the working directory. Flags override the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ladder.errors import InputError, Problem
+from ladder.yamlpos import load_yaml_mapping, position_of
+
+
+class ProbePrompt(BaseModel):
+    """A prompt of the user's own, with an optional expected answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(description="What to ask, as a user message (no template applied).")
+    expect: str | None = Field(default=None, description="Regular expression a correct answer matches.")
+
+
+class Case(BaseModel):
+    """What ladder is pointed at. Every input is optional; rungs lacking theirs skip."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str | None = Field(default=None, description="Free text: what this case is.")
+    model: str | None = Field(default=None, description="The model under test: a folder loadable by transformers.")
+    base: str | None = Field(default=None, description="The base model the fine-tune started from.")
+    harness: str | None = Field(default=None,
+                                description="The user's test code: `file.py:function` or `module:function`, called with one prompt.")
+    harness_cmd: str | None = Field(default=None,
+                                    description="A shell command that prompts the model; `{prompt}` is replaced by the quoted prompt.")
+    transcript: str | None = Field(default=None,
+                                   description="JSONL of what a harness sent and received (see docs/transcript.md).")
+    data: str | None = Field(default=None, description="Training data: a file or a folder of shards.")
+    eval_data: str | None = Field(default=None, description="Evaluation data: a file or a folder.")
+    expect_samples: int | None = Field(default=None, ge=0, description="How many training samples were meant to be used.")
+    train_config: str | None = Field(default=None, description="The training configuration (YAML, JSON or TOML).")
+    config_schema: str | None = Field(default=None,
+                                      description="Where the training config's keys are consumed: `file.py:Name`.")
+    run_dir: str | None = Field(default=None, description="The training run's output folder (trainer_state.json ...).")
+    batches: str | None = Field(default=None, description="A dump of training batches (input_ids + labels).")
+    collator: str | None = Field(default=None, description="The user's collator, `file.py:function`.")
+    text_field: str | None = Field(default=None, description="Name of the text field in the training data.")
+    prompts: list[ProbePrompt] = Field(default_factory=list, description="Probe prompts with expected answers.")
+    trust_remote_code: bool = Field(default=False, description="Allow models with custom code to load.")
+    device: str | None = Field(default=None, description="torch device for ladder's own model runs (default: cpu).")
+    harness_timeout: float = Field(default=300.0, gt=0, description="Seconds a harness gets for one prompt.")
+
+    # where the case came from; not part of the file format
+    source: str | None = Field(default=None, exclude=True)
+
+
+PATH_KEYS = ("model", "base", "data", "eval_data", "train_config", "run_dir", "batches", "transcript")
+CALLABLE_KEYS = ("harness", "collator", "config_schema")  # `file.py:name` or `module:name`
+
+# need -> (case keys any of which satisfies it, how to give it)
+NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "model": (("model",), "--model PATH (case key `model`)"),
+    "base": (("base",), "--base PATH (case key `base`)"),
+    "harness": (("harness", "harness_cmd", "transcript"),
+                "--harness FILE.py:FUNC, --harness-cmd CMD or --transcript F.jsonl (case keys `harness`, `harness_cmd`, `transcript`)"),
+    "runnable-harness": (("harness", "harness_cmd"),
+                         "--harness FILE.py:FUNC or --harness-cmd CMD (case keys `harness`, `harness_cmd`)"),
+    "data": (("data",), "--data PATH (case key `data`)"),
+    "eval-data": (("eval_data",), "--eval-data PATH (case key `eval_data`)"),
+    "train-config": (("train_config",), "--train-config FILE (case key `train_config`)"),
+    "run-dir": (("run_dir",), "--run-dir DIR (case key `run_dir`)"),
+    "labels": (("batches", "collator"),
+               "--batches FILE or --collator FILE.py:FUNC (case keys `batches`, `collator`)"),
+}
+
+
+def missing_input(case: Case, need: str) -> str | None:
+    """None when the case satisfies `need`, else the flag or case key that would."""
+    keys, hint = NEEDS[need]
+    if any(getattr(case, key) not in (None, "", []) for key in keys):
+        return None
+    return hint
+
+
+def _resolve(value: str, base_dir: Path) -> str:
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (base_dir / path).resolve())
+
+
+def _resolve_callable(value: str, base_dir: Path) -> str:
+    """`file.py:func` gets its file resolved; `module:func` stays as it is."""
+    target, sep, name = value.rpartition(":")
+    if sep and target.endswith(".py"):
+        return f"{_resolve(target, base_dir)}:{name}"
+    return value
+
+
+def resolve_paths(values: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    out = dict(values)
+    for key in PATH_KEYS:
+        if isinstance(out.get(key), str) and out[key]:
+            out[key] = _resolve(out[key], base_dir)
+    for key in CALLABLE_KEYS:
+        if isinstance(out.get(key), str) and out[key]:
+            out[key] = _resolve_callable(out[key], base_dir)
+    return out
+
+
+def _validation_problems(exc: ValidationError, file: str | None, positions=None) -> list[Problem]:
+    from ladder.loader import plain_words  # shared wording of pydantic errors
+
+    problems = []
+    for error in exc.errors():
+        location = tuple(error["loc"])
+        line, col = position_of(positions, location) if positions else (None, None)
+        problems.append(Problem(plain_words(error, Case), file, line, col))
+    return problems
+
+
+def load_case(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Case:
+    """Read a case file (if any), resolve its paths, apply flag overrides, check that inputs exist."""
+    values: dict[str, Any] = {}
+    source = None
+    if path is not None:
+        case_path = Path(path)
+        data, positions = load_yaml_mapping(case_path, "case file")
+        source = str(case_path)
+        try:
+            Case.model_validate(data)
+        except ValidationError as exc:
+            raise InputError(_validation_problems(exc, source, positions)) from None
+        values = resolve_paths(data, case_path.resolve().parent)
+    flag_values = {k: v for k, v in (overrides or {}).items() if v not in (None, [], ())}
+    values.update(resolve_paths(flag_values, Path.cwd()))
+    try:
+        case = Case.model_validate({**values, "source": source})
+    except ValidationError as exc:
+        raise InputError(_validation_problems(exc, source)) from None
+    check_paths_exist(case)
+    return case
+
+
+def check_paths_exist(case: Case) -> None:
+    """Every path the case names must exist: a typo is bad input, not a skipped rung."""
+    problems = []
+    for key in PATH_KEYS:
+        value = getattr(case, key)
+        if value and not Path(value).exists():
+            problems.append(Problem(f"{key.replace('_', '-')}: {value} does not exist", case.source))
+    for key in ("harness", "collator", "config_schema"):
+        value = getattr(case, key)
+        if not value:
+            continue
+        target, sep, name = value.rpartition(":")
+        if not sep or not name:
+            problems.append(Problem(f"{key.replace('_', '-')}: {value!r} must be FILE.py:NAME or module:NAME",
+                                    case.source))
+        elif target.endswith(".py") and not Path(target).is_file():
+            problems.append(Problem(f"{key.replace('_', '-')}: {target} does not exist", case.source))
+    if case.harness_cmd is not None and "{prompt}" not in case.harness_cmd:
+        problems.append(Problem("harness-cmd must contain {prompt} where the prompt goes", case.source))
+    if problems:
+        raise InputError(problems)
+
+
+def describe_case(case: Case) -> dict[str, Any]:
+    """The case as the report shows it (set fields only)."""
+    return case.model_dump(mode="json", exclude_defaults=True)

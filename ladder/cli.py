@@ -1,0 +1,314 @@
+"""`ladder`: the command line.
+
+Exit status: 0 no culprit found, 1 a culprit found, 2 bad input (a message, no
+traceback), 3 an internal or probe error left the answer incomplete, 130 interrupted.
+Only `probe`, `demo` and `tui` import anything heavy, and only when a rung needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+EXIT_OK, EXIT_CULPRIT, EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+CASE_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
+    ("--model", "PATH", {"help": "the model under test (a transformers folder)"}),
+    ("--base", "PATH", {"help": "the base model it was fine-tuned from"}),
+    ("--harness", "FILE.py:FUNC", {"help": "your test code: a function called with one prompt, returning text"}),
+    ("--harness-cmd", "CMD", {"help": "a shell command that prompts the model; {prompt} is replaced by the quoted prompt"}),
+    ("--transcript", "F.jsonl", {"help": "what a harness sent and received, one JSON object per line"}),
+    ("--data", "PATH", {"help": "training data: a file or a folder of shards"}),
+    ("--eval-data", "PATH", {"help": "evaluation data"}),
+    ("--expect-samples", "N", {"type": int, "help": "how many training samples were meant to be used"}),
+    ("--train-config", "F", {"help": "the training config (YAML, JSON or TOML)"}),
+    ("--config-schema", "FILE.py:NAME", {"help": "where the config's keys are read: a dataclass, pydantic model, argparse factory"}),
+    ("--run-dir", "D", {"help": "the training run's output folder (trainer_state.json, ...)"}),
+    ("--batches", "F", {"help": "a dump of training batches: input_ids + labels"}),
+    ("--collator", "FILE.py:FUNC", {"help": "your collator, applied to samples from --data"}),
+    ("--text-field", "NAME", {"help": "the text field of the training data"}),
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # exit 2 with a one-line message and a hint
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"{self.prog}: error: {message}\nRun `{self.prog} --help` for the options.\n")
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def _add_case_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("case", nargs="?", metavar="CASE.yaml", help="a ladder.case.yaml (flags override it)")
+    group = parser.add_argument_group("the case (what is being debugged)")
+    for flag, metavar, extra in CASE_FLAGS:
+        group.add_argument(flag, metavar=metavar, **extra)
+    group.add_argument("--trust-remote-code", action="store_true", default=None,
+                       help="allow a model with custom code to load")
+    _add_ladder_flags(parser)
+
+
+def _add_ladder_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ladder", metavar="F", help="a ladder YAML file or a shipped ladder's name "
+                                                      "(default: llm-checkpoint)")
+    parser.add_argument("--no-plugin", metavar="NAME", action="append", default=[],
+                        help="do not load this third-party probe (or distribution); repeatable")
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("the run and its reports")
+    group.add_argument("--keep-going", action="store_true", help="run every rung that is not blocked, "
+                                                                 "instead of stopping at the first culprit")
+    group.add_argument("--rung-timeout", type=float, metavar="S", help="seconds one rung may take")
+    group.add_argument("--json", metavar="F", help="write the JSON report (schema ladder.report/1)")
+    group.add_argument("--junit", metavar="F", help="write a JUnit XML report (a testcase per rung)")
+    group.add_argument("--md", metavar="F", help="write a Markdown report, fit to paste into an issue")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ladder", description=(
+        "Is the model broken, or is the way you test it? ladder walks a ladder of hypotheses "
+        "from mundane (no chat template, truncated data) to exotic (memorization, a damaged "
+        "layer seam), probes each against the live model, and names the first culprit."),
+        epilog="Exit status: 0 no culprit, 1 culprit found, 2 bad input, 3 incomplete (a probe error), "
+               "130 interrupted.")
+    from ladder import __version__
+
+    parser.add_argument("--version", action="version", version=f"ladder {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    probe = sub.add_parser("probe", help="walk the ladder against a case and name the culprit",
+                           description="Walk the ladder against a case; stop at the first culprit.")
+    _add_case_flags(probe)
+    _add_run_flags(probe)
+
+    demo = sub.add_parser("demo", help="build the founding case (a chat model fed raw text) and run ladder on it",
+                          description="Build the founding case with tiny models trained on this machine "
+                                      "(about a minute the first time, cached afterwards), write it to a "
+                                      "folder you can open, and walk the ladder on it.")
+    demo.add_argument("--out", metavar="DIR", default="ladder-demo", help="where to write the case (default: ./ladder-demo)")
+    demo.add_argument("--fixed", action="store_true", help="the same case with the harness and data corrected")
+    _add_run_flags(demo)
+
+    rules = sub.add_parser("rules", help="print the walk order of a ladder")
+    _add_ladder_flags(rules)
+
+    validate = sub.add_parser("validate", help="check a ladder file and report every problem")
+    validate.add_argument("file", nargs="?", metavar="FILE", help="the ladder to check (default: the shipped one)")
+    validate.add_argument("--no-plugin", metavar="NAME", action="append", default=[])
+
+    explain = sub.add_parser("explain", help="what a rung tests, why, how, and the fix")
+    explain.add_argument("rung", metavar="ID")
+    _add_ladder_flags(explain)
+
+    schema = sub.add_parser("schema", help="print a JSON Schema (the ladder format by default)")
+    schema.add_argument("what", nargs="?", choices=("ladder", "case", "report"), default="ladder")
+
+    probes = sub.add_parser("probes", help="list the registered probes and where they come from")
+    probes.add_argument("--no-plugin", metavar="NAME", action="append", default=[])
+
+    tui = sub.add_parser("tui", help="walk the ladder interactively in the terminal")
+    _add_case_flags(tui)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_OK
+    from ladder.errors import InputError
+
+    try:
+        return COMMANDS[args.command](args)
+    except InputError as exc:
+        for problem in exc.problems:
+            sys.stderr.write(f"ladder: error: {problem}\n")
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        sys.stderr.write("ladder: interrupted\n")
+        return EXIT_INTERRUPTED
+
+
+# ---- commands ------------------------------------------------------------------------------
+
+
+def _registry(args):
+    from ladder.registry import ProbeRegistry
+
+    registry = ProbeRegistry(disabled=tuple(getattr(args, "no_plugin", []) or ()))
+    return registry
+
+
+def _warn_plugin_problems(registry) -> None:
+    for problem in registry.problems:
+        sys.stderr.write(f"ladder: warning: {problem}\n")
+
+
+def cmd_rules(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ladder.loader import load_ladder
+
+    registry = _registry(args)
+    ladder_ = load_ladder(args.ladder, registry)
+    table = Table(title=f"ladder {ladder_.name}: walk order", title_justify="left")
+    for column in ("#", "rung", "tier", "hypothesis"):
+        table.add_column(column)
+    for position, rung in enumerate(ladder_.ordered(), 1):
+        table.add_row(str(position), rung.id, rung.tier.value, rung.title)
+    Console().print(table)
+    _warn_plugin_problems(registry)
+    return EXIT_OK
+
+
+def cmd_validate(args) -> int:
+    from ladder.loader import ladder_path, load_ladder
+
+    registry = _registry(args)
+    ladder_ = load_ladder(args.file, registry)
+    print(f"{ladder_path(args.file)}: ok: {len(ladder_.rungs)} rungs, "
+          f"walk order {' -> '.join(ladder_.order)}")
+    _warn_plugin_problems(registry)
+    return EXIT_OK
+
+
+def cmd_explain(args) -> int:
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from ladder.errors import InputError
+    from ladder.loader import did_you_mean, load_ladder
+
+    registry = _registry(args)
+    ladder_ = load_ladder(args.ladder, registry)
+    ids = [r.id for r in ladder_.rungs]
+    if args.rung not in ids:
+        raise InputError.single(f"no rung {args.rung!r} in ladder {ladder_.name}{did_you_mean(args.rung, ids)}; "
+                                f"rungs: {', '.join(ladder_.order)}")
+    rung = ladder_.rung(args.rung)
+    probe_class = registry.get(rung.probe)
+    doc = sys.modules[probe_class.__module__].__doc__ or probe_class.__doc__ or ""
+    position = ladder_.order.index(rung.id) + 1
+    after = ", ".join(rung.after) or "nothing"
+    text = (f"# {rung.id}  ({rung.tier.value}, step {position} of {len(ladder_.order)})\n\n"
+            f"**Hypothesis:** {rung.title}\n\n**Why it matters:** {rung.why.strip()}\n\n"
+            f"**How it is probed** (probe `{rung.probe}`, after {after}):\n\n{_dedent(doc)}\n\n"
+            f"**Fix:** {rung.fix.strip()}\n")
+    if rung.params:
+        text += "\n**Params:** " + ", ".join(f"`{k}={v}`" for k, v in rung.params.items()) + "\n"
+    Console().print(Markdown(text))
+    return EXIT_OK
+
+
+def _dedent(text: str) -> str:
+    import inspect
+
+    return inspect.cleandoc(text)
+
+
+def cmd_schema(args) -> int:
+    if args.what == "report":
+        from ladder.report import SCHEMA_PATH
+
+        print(SCHEMA_PATH.read_text(encoding="utf-8"), end="")
+        return EXIT_OK
+    from ladder.case import Case
+    from ladder.models import LadderFile
+
+    model = LadderFile if args.what == "ladder" else Case
+    schema = model.model_json_schema()
+    schema.get("properties", {}).pop("source", None)
+    print(json.dumps(schema, indent=2))
+    return EXIT_OK
+
+
+def cmd_probes(args) -> int:
+    registry = _registry(args)
+    for name in registry.names():
+        print(f"{name:24} {registry.origin(name)}")
+    _warn_plugin_problems(registry)
+    return EXIT_OK
+
+
+def _case_overrides(args) -> dict[str, Any]:
+    keys = [flag[2:].replace("-", "_") for flag, _, _ in CASE_FLAGS] + ["trust_remote_code"]
+    return {key: getattr(args, key) for key in keys if getattr(args, key, None) is not None}
+
+
+def cmd_probe(args) -> int:
+    from ladder.case import load_case
+
+    case = load_case(args.case, _case_overrides(args))
+    return _run_and_report(case, args)
+
+
+def cmd_demo(args) -> int:
+    from ladder.case import load_case
+    from ladder.demo import prepare_demo
+
+    def say(message: str) -> None:
+        sys.stderr.write(f"ladder demo: {message}\n")
+
+    case_file = prepare_demo(Path(args.out), fixed=args.fixed, progress=say)
+    say(f"the case is in {case_file.parent}: open case.yaml, harness.py, data/ and run/ to see what ladder sees")
+    args.ladder, args.no_plugin = None, []
+    return _run_and_report(load_case(case_file), args)
+
+
+def cmd_tui(args) -> int:
+    from ladder.tui.app import run_tui
+
+    return run_tui(args)
+
+
+def _check_output_paths(args) -> None:
+    from ladder.errors import InputError, Problem
+
+    problems = []
+    for kind in ("json", "junit", "md"):
+        value = getattr(args, kind, None)
+        if value is None:
+            continue
+        path = Path(value)
+        if path.is_dir():
+            problems.append(Problem(f"--{kind} {value} is a directory; give a file path"))
+        elif path.parent != Path("") and not path.parent.exists():
+            problems.append(Problem(f"--{kind} {value}: folder {path.parent} does not exist"))
+    if problems:
+        raise InputError(problems)
+
+
+def _run_and_report(case, args) -> int:
+    from ladder.cli_output import RunDisplay
+    from ladder.loader import load_ladder
+    from ladder.report.writers import write_report
+    from ladder.runner import Runner, exit_status
+
+    _check_output_paths(args)
+    registry = _registry(args)
+    ladder_ = load_ladder(args.ladder, registry)
+    _warn_plugin_problems(registry)
+    display = RunDisplay()
+    runner = Runner(ladder_, case, registry=registry, keep_going=args.keep_going,
+                    rung_timeout=args.rung_timeout, on_event=display.on_event)
+    report = runner.run()
+    display.summary(report, ladder_)
+    for kind in ("json", "junit", "md"):
+        if getattr(args, kind, None):
+            write_report(report, kind, Path(getattr(args, kind)))
+    return exit_status(report)
+
+
+COMMANDS = {
+    "probe": cmd_probe, "demo": cmd_demo, "rules": cmd_rules, "validate": cmd_validate,
+    "explain": cmd_explain, "schema": cmd_schema, "probes": cmd_probes, "tui": cmd_tui,
+}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,86 @@
+"""What `ladder probe` prints: a progress line per rung while it runs, then the table and the culprit."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ladder.events import Event, RunFinished, RungFinished, RungProgress, RungStarted
+from ladder.models import Report, Status
+
+STYLE = {
+    Status.PASS: ("✔", "green"), Status.FAIL: ("✘", "bold red"), Status.WARN: ("!", "yellow"),
+    Status.SKIP: ("–", "dim"), Status.BLOCKED: ("■", "magenta"), Status.ERROR: ("‼", "bold magenta"),
+    Status.NOT_RUN: ("·", "dim"),
+}
+
+
+def verdict_text(status: Status) -> Text:
+    glyph, style = STYLE[status]
+    return Text(f"{glyph} {status.value}", style=style)
+
+
+class RunDisplay:
+    """Consumes runner events; progress goes to stderr, the answer to stdout."""
+
+    def __init__(self, out: Console | None = None, err: Console | None = None):
+        self.out = out or Console()
+        self.err = err or Console(stderr=True, highlight=False)
+        self._status = None
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, RungStarted):
+            self._start_status(f"[{event.position}/{event.total}] {event.rung.id}: {event.rung.title}")
+        elif isinstance(event, RungProgress):
+            fraction = f" {event.fraction:.0%}" if event.fraction is not None else ""
+            self._start_status(f"{event.rung.id}: {event.message}{fraction}")
+        elif isinstance(event, RungFinished):
+            self._stop_status()
+            result = event.result
+            if result.status in (Status.BLOCKED, Status.NOT_RUN):
+                return
+            line = Text.assemble(verdict_text(result.status), " ", (result.id, "bold"),
+                                 f"  {result.summary}", (f"  {result.seconds:.1f}s", "dim"))
+            self.err.print(line)
+        elif isinstance(event, RunFinished):
+            self._stop_status()
+
+    def _start_status(self, message: str) -> None:
+        if not self.err.is_terminal:
+            return
+        if self._status is None:
+            self._status = self.err.status(message)
+            self._status.start()
+        else:
+            self._status.update(message)
+
+    def _stop_status(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+    def summary(self, report: Report, ladder_) -> None:
+        table = Table(title=f"ladder {ladder_.name}", title_justify="left")
+        for column, kwargs in (("#", {"justify": "right"}), ("rung", {}), ("tier", {}), ("verdict", {}),
+                               ("summary", {"overflow": "fold"}), ("s", {"justify": "right"})):
+            table.add_column(column, **kwargs)
+        for i, rung in enumerate(report.rungs, 1):
+            table.add_row(str(i), rung.id, rung.tier.value, verdict_text(rung.status), rung.summary,
+                          f"{rung.seconds:.1f}")
+        self.out.print(table)
+        if report.culprit:
+            self.out.print(Text.assemble(("Culprit: ", "bold red"), (report.culprit.rung, "bold"),
+                                         f" — {report.culprit.summary}"))
+            if report.culprit.fix:
+                self.out.print(Text.assemble(("Fix: ", "bold"), report.culprit.fix))
+        elif report.interrupted:
+            self.out.print(Text("Interrupted: the report is partial.", style="yellow"))
+        elif not report.complete:
+            self.out.print(Text("No culprit found, but a probe error left the answer incomplete.",
+                                style="bold magenta"))
+        else:
+            self.out.print(Text("No culprit found on the rungs that could run.", style="green"))
+        sys.stdout.flush()

@@ -1,0 +1,109 @@
+"""What a probe is: a class with declared inputs, declared backend capabilities,
+a pydantic params model and a `run(ctx) -> Finding` method.
+
+A probe decides with evidence. It returns `pass`, `fail` or `warn` through the
+helpers below, calls `skip(reason)` when the case lacks what it needs, and lets
+exceptions propagate: the runner turns them into `error`, never into a verdict.
+`skip` raises an exception derived from BaseException (as pytest's outcomes do),
+so a probe's own `except Exception` cannot swallow it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from ladder.models import Finding, Rung, Status
+
+if TYPE_CHECKING:
+    from ladder.case import Case
+    from ladder.resources import Resources
+
+
+class NoParams(BaseModel):
+    """A probe without parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Probe:
+    """Base class of every probe.
+
+    `needs` names case inputs (see `ladder.case.NEEDS`); a rung whose probe needs
+    an input the case lacks is skipped with the flag that would provide it.
+    `capabilities` names what the backend must offer (`generate`, `logits`,
+    `hidden_states`, `weights`); a missing one is a skip with its reason.
+    """
+
+    name: ClassVar[str] = ""
+    needs: ClassVar[tuple[str, ...]] = ()
+    capabilities: ClassVar[tuple[str, ...]] = ()
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def run(self, ctx: "ProbeContext") -> Finding:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class ProbeOutcome(BaseException):
+    """Base of the control-flow outcomes a probe may raise."""
+
+
+class Skipped(ProbeOutcome):
+    def __init__(self, reason: str, evidence: dict[str, Any] | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.evidence = evidence or {}
+
+
+class Cancelled(ProbeOutcome):
+    """The user cancelled the rung (TUI) or the run was interrupted."""
+
+
+def skip(reason: str, **evidence: Any) -> None:
+    """Stop the probe: it cannot measure with what the case gives. Say what would enable it."""
+    raise Skipped(reason, evidence)
+
+
+def passed(summary: str, **evidence: Any) -> Finding:
+    return Finding(status=Status.PASS, summary=summary, evidence=evidence)
+
+
+def failed(summary: str, **evidence: Any) -> Finding:
+    return Finding(status=Status.FAIL, summary=summary, evidence=evidence)
+
+
+def warned(summary: str, **evidence: Any) -> Finding:
+    return Finding(status=Status.WARN, summary=summary, evidence=evidence)
+
+
+ProgressCallback = Callable[[str, "float | None"], None]
+
+
+@dataclass
+class ProbeContext:
+    """Everything a probe may use while it runs."""
+
+    rung: Rung
+    params: BaseModel
+    case: "Case"
+    resources: "Resources"
+    findings: dict[str, Finding] = field(default_factory=dict)
+    on_progress: ProgressCallback | None = None
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+
+    def progress(self, message: str, fraction: float | None = None) -> None:
+        """Report progress of a long probe (shown by the CLI and the TUI)."""
+        self.check_cancelled()
+        if self.on_progress is not None:
+            self.on_progress(message, fraction)
+
+    def check_cancelled(self) -> None:
+        if self.cancel_event.is_set():
+            raise Cancelled("cancelled")
+
+    def finding_of(self, rung_id: str) -> Finding | None:
+        """The finding of a rung walked earlier in this run, if any."""
+        return self.findings.get(rung_id)

@@ -1,0 +1,108 @@
+"""Write a report as JSON, JUnit XML or Markdown."""
+
+from __future__ import annotations
+
+import json
+import math
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+from ladder.models import Report, Status
+from ladder.report import redact
+
+GLYPH = {"pass": "✅", "fail": "❌", "warn": "⚠️", "skip": "⏭️", "blocked": "⛔", "error": "💥", "not-run": "·"}
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: write them as strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def report_dict(report: Report) -> dict[str, Any]:
+    return _finite(redact(report.to_json_dict()))
+
+
+def to_json(report: Report) -> str:
+    return json.dumps(report_dict(report), indent=2, ensure_ascii=False) + "\n"
+
+
+def to_junit(report: Report) -> str:
+    data = report_dict(report)
+    rungs = data["rungs"]
+    counts = {s: sum(r["status"] == s for r in rungs) for s in ("fail", "error")}
+    skipped = sum(r["status"] in ("skip", "blocked", "not-run") for r in rungs)
+    suite = ET.Element("testsuite", name=f"ladder.{data.get('ladder') or 'ladder'}", tests=str(len(rungs)),
+                       failures=str(counts["fail"]), errors=str(counts["error"]), skipped=str(skipped),
+                       time=f"{sum(r['seconds'] for r in rungs):.3f}")
+    for rung in rungs:
+        case = ET.SubElement(suite, "testcase", classname=f"ladder.{rung['tier']}", name=rung["id"],
+                             time=f"{rung['seconds']:.3f}")
+        status = rung["status"]
+        if status == "fail":
+            node = ET.SubElement(case, "failure", message=rung["summary"], type="culprit")
+            node.text = json.dumps(rung["evidence"], indent=2, ensure_ascii=False) + (
+                f"\n\nfix: {rung['fix']}" if rung.get("fix") else "")
+        elif status == "error":
+            node = ET.SubElement(case, "error", message=rung["summary"], type="probe-error")
+            node.text = rung.get("traceback") or rung["summary"]
+        elif status in ("skip", "blocked", "not-run"):
+            ET.SubElement(case, "skipped", message=f"{status}: {rung['summary']}")
+        elif status == "warn":
+            out = ET.SubElement(case, "system-out")
+            out.text = f"warn: {rung['summary']}"
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(report: Report) -> str:
+    data = report_dict(report)
+    lines = [f"## ladder report: `{data.get('ladder')}`", ""]
+    culprit = data.get("culprit")
+    if culprit:
+        lines += [f"**Culprit: `{culprit['rung']}`** — {culprit['summary']}", ""]
+        if culprit.get("fix"):
+            lines += [f"**Fix:** {culprit['fix']}", ""]
+    else:
+        lines += ["**No culprit found.**" if data.get("complete") else
+                  "**No culprit found, but the answer is incomplete (see errors).**", ""]
+    lines += ["| # | rung | tier | verdict | summary | s |", "|---|---|---|---|---|---|"]
+    for i, rung in enumerate(data["rungs"], 1):
+        lines.append(f"| {i} | `{rung['id']}` | {rung['tier']} | {GLYPH.get(rung['status'], '')} "
+                     f"{rung['status']} | {_md_cell(rung['summary'])} | {rung['seconds']:.2f} |")
+    detailed = [r for r in data["rungs"] if r["status"] in ("fail", "warn", "error") and
+                (r["evidence"] or r.get("traceback"))]
+    for rung in detailed:
+        lines += ["", f"<details><summary><code>{rung['id']}</code>: {rung['status']}</summary>", "",
+                  "```json", json.dumps(rung["evidence"], indent=2, ensure_ascii=False)[:20000], "```"]
+        if rung.get("traceback"):
+            lines += ["", "```", rung["traceback"], "```"]
+        lines += ["", "</details>"]
+    case = data.get("case") or {}
+    if case:
+        lines += ["", "Case: " + ", ".join(f"`{k}`={v}" for k, v in case.items() if k != "prompts")]
+    lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()), ""]
+    return "\n".join(lines)
+
+
+WRITERS = {"json": to_json, "junit": to_junit, "md": to_markdown}
+
+
+def write_report(report: Report, kind: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(WRITERS[kind](report), encoding="utf-8")
+
+
+__all__ = ["to_json", "to_junit", "to_markdown", "write_report", "report_dict", "Status"]

@@ -1,0 +1,217 @@
+"""The runner: walks a ladder's order against a case and emits events.
+
+By default the walk stops at the first `fail`: the rungs that come after it
+(through `after`, directly or not) are `blocked`, the others `not-run`. With
+`keep_going`, every rung that is not blocked runs. A probe that raises is an
+`error` with its traceback, and the walk goes on. Each probe runs in a worker
+thread so a per-rung timeout and Ctrl-C can stop waiting for it.
+"""
+
+from __future__ import annotations
+
+import platform
+import threading
+import time
+import traceback
+from importlib import metadata
+from typing import Callable
+
+from pydantic import ValidationError
+
+import ladder
+from ladder.case import Case, describe_case, missing_input
+from ladder.events import Event, RunFinished, RungFinished, RungProgress, RungStarted, RunStarted
+from ladder.graph import ancestors
+from ladder.loader import Ladder
+from ladder.models import Culprit, Finding, Report, Rung, RungResult, Status
+from ladder.probes.base import Cancelled, ProbeContext, Skipped
+from ladder.registry import BrokenProbe, ProbeRegistry, UnknownProbe
+from ladder.resources import Resources
+
+VERSIONED_PACKAGES = ("torch", "transformers", "tokenizers", "pydantic", "networkx", "textual")
+
+
+def versions() -> dict[str, str]:
+    """Versions of ladder, Python and the packages that shape results (read from metadata: no imports)."""
+    found = {"ladder": ladder.__version__, "python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+class Runner:
+    def __init__(self, ladder_: Ladder, case: Case, *, registry: ProbeRegistry | None = None,
+                 keep_going: bool = False, rung_timeout: float | None = None,
+                 on_event: Callable[[Event], None] | None = None):
+        self.ladder = ladder_
+        self.case = case
+        self.registry = registry or ProbeRegistry()
+        self.keep_going = keep_going
+        self.rung_timeout = rung_timeout
+        self.on_event = on_event or (lambda event: None)
+        self.resources = Resources(case)
+        self.results: dict[str, RungResult] = {}
+        self.walked: list[str] = []  # rung ids in the order they were walked
+        self.interrupted = False
+        self._ancestors = {r.id: ancestors(ladder_.rungs, r.id) for r in ladder_.rungs}
+
+    # ---- walking ------------------------------------------------------------------------
+
+    def run(self) -> Report:
+        """Walk the whole ladder and return the report; resources are released at the end."""
+        self.on_event(RunStarted(list(self.ladder.order)))
+        stopped_by: str | None = None
+        try:
+            for position, rung in enumerate(self.ladder.ordered(), start=1):
+                blocker = self.blocker_of(rung.id)
+                if blocker:
+                    self._record(rung, Status.BLOCKED, f"blocked: {blocker!r} failed; fix it first", {})
+                elif stopped_by and not self.keep_going:
+                    self._record(rung, Status.NOT_RUN, f"not run: the walk stopped at {stopped_by!r}", {})
+                else:
+                    result = self.run_rung(rung.id, position=position)
+                    if result.status is Status.FAIL and stopped_by is None:
+                        stopped_by = rung.id
+        except KeyboardInterrupt:
+            self.interrupted = True
+            for rung in self.ladder.ordered():
+                if rung.id not in self.results:
+                    self._record(rung, Status.NOT_RUN, "not run: interrupted", {})
+        finally:
+            self.resources.close()
+        report = self.report()
+        self.on_event(RunFinished(report))
+        return report
+
+    def blocker_of(self, rung_id: str) -> str | None:
+        """The first failed rung (in walk order) that `rung_id` comes after, if any."""
+        for before in self.ladder.order:
+            if before in self._ancestors[rung_id] and before in self.results \
+                    and self.results[before].status is Status.FAIL:
+                return before
+        return None
+
+    def run_rung(self, rung_id: str, *, position: int | None = None,
+                 cancel_event: threading.Event | None = None) -> RungResult:
+        """Run one rung now (the TUI calls this directly) and record its result."""
+        rung = self.ladder.rung(rung_id)
+        if position is None:
+            position = self.ladder.order.index(rung_id) + 1
+        self.on_event(RungStarted(rung, position, len(self.ladder.order)))
+        started = time.perf_counter()
+        finding = self._execute(rung, cancel_event or threading.Event())
+        return self._record(rung, finding.status, finding.summary, finding.evidence,
+                            seconds=time.perf_counter() - started, traceback_text=finding.traceback)
+
+    def reset(self, rung_ids: list[str] | set[str]) -> None:
+        """Forget results (the TUI's "I fixed it")."""
+        for rung_id in rung_ids:
+            self.results.pop(rung_id, None)
+            if rung_id in self.walked:
+                self.walked.remove(rung_id)
+
+    def _record(self, rung: Rung, status: Status, summary: str, evidence: dict, *, seconds: float = 0.0,
+                traceback_text: str | None = None) -> RungResult:
+        result = RungResult(id=rung.id, tier=rung.tier, title=rung.title, status=status, summary=summary,
+                            evidence=evidence, seconds=round(seconds, 3),
+                            fix=rung.fix.strip() if status is Status.FAIL else None,
+                            traceback=traceback_text)
+        self.results[rung.id] = result
+        if rung.id in self.walked:
+            self.walked.remove(rung.id)
+        self.walked.append(rung.id)
+        self.on_event(RungFinished(rung, result))
+        return result
+
+    # ---- one probe ----------------------------------------------------------------------
+
+    def _execute(self, rung: Rung, cancel_event: threading.Event) -> Finding:
+        try:
+            probe_class = self.registry.get(rung.probe)
+        except (UnknownProbe, BrokenProbe) as exc:
+            return Finding(status=Status.ERROR, summary=str(exc))
+        try:
+            params = probe_class.Params.model_validate(rung.params)
+        except ValidationError as exc:
+            return Finding(status=Status.ERROR, summary=f"bad params for probe {rung.probe!r}: {exc}")
+        for need in probe_class.needs:
+            hint = missing_input(self.case, need)
+            if hint:
+                return Finding(status=Status.SKIP, summary=f"needs {hint}",
+                               evidence={"missing_input": need})
+
+        def progress(message: str, fraction: float | None) -> None:
+            self.on_event(RungProgress(rung, message, fraction))
+
+        context = ProbeContext(rung=rung, params=params, case=self.case, resources=self.resources,
+                               findings={k: Finding(status=v.status, summary=v.summary, evidence=v.evidence)
+                                         for k, v in self.results.items()},
+                               on_progress=progress, cancel_event=cancel_event)
+        outcome: dict[str, Finding] = {}
+
+        def target() -> None:
+            outcome["finding"] = _run_probe(probe_class, context)
+
+        worker = threading.Thread(target=target, name=f"probe:{rung.id}", daemon=True)
+        worker.start()
+        deadline = None if self.rung_timeout is None else time.monotonic() + self.rung_timeout
+        try:
+            while worker.is_alive():
+                worker.join(0.1)
+                if deadline is not None and time.monotonic() > deadline and worker.is_alive():
+                    cancel_event.set()
+                    return Finding(status=Status.ERROR,
+                                   summary=f"timed out after {self.rung_timeout:g} s (--rung-timeout)")
+        except KeyboardInterrupt:
+            cancel_event.set()
+            raise
+        return outcome["finding"]
+
+    # ---- the answer -----------------------------------------------------------------------
+
+    def report(self) -> Report:
+        rungs = [self.results[rung_id] for rung_id in self.walked]
+        culprit = next((r for r in rungs if r.status is Status.FAIL), None)
+        return Report(
+            culprit=Culprit(rung=culprit.id, summary=culprit.summary, fix=culprit.fix) if culprit else None,
+            rungs=rungs,
+            case=describe_case(self.case),
+            versions=versions(),
+            ladder=self.ladder.name,
+            complete=not self.interrupted and all(r.status is not Status.ERROR for r in rungs),
+            interrupted=self.interrupted,
+        )
+
+
+def _run_probe(probe_class, context: ProbeContext) -> Finding:
+    try:
+        finding = probe_class().run(context)
+    except Skipped as outcome:
+        return Finding(status=Status.SKIP, summary=outcome.reason, evidence=outcome.evidence)
+    except Cancelled:
+        return Finding(status=Status.NOT_RUN, summary="cancelled")
+    except Exception as exc:
+        return Finding(status=Status.ERROR, summary=f"probe crashed: {type(exc).__name__}: {exc}",
+                       traceback=traceback.format_exc())
+    if not isinstance(finding, Finding):
+        return Finding(status=Status.ERROR,
+                       summary=f"probe {context.rung.probe!r} returned {type(finding).__name__}, not a Finding")
+    if finding.status in (Status.BLOCKED, Status.NOT_RUN):
+        return Finding(status=Status.ERROR,
+                       summary=f"probe {context.rung.probe!r} returned {finding.status.value!r}, "
+                               "which only the runner may give")
+    return finding
+
+
+def exit_status(report: Report) -> int:
+    """0 no culprit, 1 a culprit, 3 an error left the answer incomplete, 130 interrupted."""
+    if report.interrupted:
+        return 130
+    if report.culprit is not None:
+        return 1
+    if any(r.status is Status.ERROR for r in report.rungs):
+        return 3
+    return 0

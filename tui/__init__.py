@@ -1,0 +1,1 @@
+"""The Textual app (`ladder tui`): installed as `ladder.tui`."""
