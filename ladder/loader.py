@@ -124,10 +124,11 @@ class _Defined:
 class _Collector:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
+        self.invalid_rungs: list[tuple[str, Positions, int, dict]] = []  # (file, positions, index, raw)
 
     def add(self, message: str, file: str | None, positions: Positions | None = None,
-            location: tuple = ()) -> None:
-        line, col = position_of(positions, location) if positions else (None, None)
+            location: tuple = (), value: bool = False) -> None:
+        line, col = position_of(positions, location, value) if positions else (None, None)
         self.problems.append(Problem(message, file, line, col))
 
 
@@ -136,12 +137,23 @@ def _read_ladder_file(path: Path, out: _Collector, chain: tuple[str, ...]
     """Rungs (merged with what this file extends) and where each rung's fields came from."""
     shown = str(path)
     data, positions = load_yaml_mapping(path, "ladder")
+    raw_rungs = data.get("rungs")
     try:
-        spec = LadderFile.model_validate(data)
+        spec = LadderFile.model_validate({**data, "rungs": []} if isinstance(raw_rungs, list) else data)
     except ValidationError as exc:
-        for error in exc.errors():
-            out.add(plain_words(error, LadderFile), shown, positions, tuple(error["loc"]))
+        _add_errors(out, exc, LadderFile, shown, positions)
         return [], {}, None
+    patches: list[tuple[int, RungPatch | None, str | None]] = []  # (index in file, rung, its id)
+    for index, item in enumerate(raw_rungs if isinstance(raw_rungs, list) else []):
+        rung_id = item.get("id") if isinstance(item, dict) and isinstance(item.get("id"), str) else None
+        try:
+            patch = RungPatch.model_validate(item)
+        except ValidationError as exc:  # the other rungs are still checked
+            _add_errors(out, exc, RungPatch, shown, positions, ("rungs", index))
+            if isinstance(item, dict):
+                out.invalid_rungs.append((shown, positions, index, item))
+            patch = None
+        patches.append((index, patch, rung_id))
 
     rungs: dict[str, dict[str, Any]] = {}
     origins: dict[str, list[_Defined]] = {}
@@ -160,12 +172,13 @@ def _read_ladder_file(path: Path, out: _Collector, chain: tuple[str, ...]
 
     inherited = set(rungs)
     seen_here: set[str] = set()
-    for index, patch in enumerate(spec.rungs):
-        location = ("rungs", index)
-        if patch.id in seen_here:
-            out.add(f"duplicate rung id {patch.id!r}", shown, positions, (*location, "id"))
+    for index, patch, rung_id in patches:
+        if rung_id is not None and rung_id in seen_here:
+            out.add(f"duplicate rung id {rung_id!r}", shown, positions, ("rungs", index, "id"), value=True)
             continue
-        seen_here.add(patch.id)
+        seen_here.add(rung_id)
+        if patch is None:
+            continue
         given = patch.model_dump(exclude_none=True)
         if patch.id in inherited:
             rungs[patch.id].update(given)
@@ -191,11 +204,20 @@ def _read_ladder_file(path: Path, out: _Collector, chain: tuple[str, ...]
                 if error["type"] == "missing":
                     message = f"rung {rung_id!r}: {message}"
                 out.add(message, where.file if where else shown, where.positions if where else positions,
-                        ("rungs", where.index, field_name) if where else ())
+                        ("rungs", where.index, field_name) if where else (), value=True)
     disabled = set(spec.disable)
     for rung in checked:
         rung.after = [a for a in rung.after if a not in disabled]
     return checked, origins, spec
+
+
+def _add_errors(out: _Collector, exc: ValidationError, model: type[BaseModel], file: str,
+                positions: Positions, prefix: tuple = ()) -> None:
+    for error in exc.errors():
+        error = {**error, "loc": (*prefix, *error["loc"])}
+        holder = LadderFile if prefix else model
+        out.add(plain_words(error, holder), file, positions, tuple(error["loc"]),
+                value=error["type"] not in ("extra_forbidden", "missing"))
 
 
 def _extends_path(ref: str, from_file: Path) -> Path:
@@ -213,10 +235,33 @@ def _where(origins: list[_Defined], field_name: str) -> _Defined | None:
     return origins[-1] if origins else None
 
 
+def _check_probe(registry, probe_name: str, params: dict, say) -> None:
+    """The probe exists and accepts the params; `say(field, message, sub_location)` reports."""
+    from ladder.registry import BrokenProbe, UnknownProbe
+
+    try:
+        probe = registry.get(probe_name)
+    except (UnknownProbe, BrokenProbe) as exc:
+        say("probe", str(exc), ())
+        return
+    try:
+        probe.Params.model_validate(params)
+    except ValidationError as exc:
+        accepted = ", ".join(probe.Params.model_fields) or "none"
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else ""
+            if error["type"] == "extra_forbidden":
+                message = (f"probe {probe_name!r} does not accept param {name!r}"
+                           f"{did_you_mean(name, probe.Params.model_fields)}; it accepts: {accepted}")
+            else:
+                message = f"param {plain_words(error, probe.Params)}"
+            say("params", message, (name,) if name else ())
+
+
 def load_ladder(ref: str | Path | None = None, registry=None) -> Ladder:
     """Read, merge and check a ladder; raise InputError listing every problem."""
     from ladder.graph import find_cycles, walk_order
-    from ladder.registry import BrokenProbe, ProbeRegistry, UnknownProbe
+    from ladder.registry import ProbeRegistry
 
     path = ladder_path(ref)
     registry = registry or ProbeRegistry()
@@ -227,31 +272,19 @@ def load_ladder(ref: str | Path | None = None, registry=None) -> Ladder:
     def report(rung: Rung, field_name: str, message: str, sub: tuple = ()) -> None:
         where = _where(origins.get(rung.id, []), field_name)
         if where:
-            out.add(message, where.file, where.positions, ("rungs", where.index, field_name, *sub))
+            out.add(message, where.file, where.positions, ("rungs", where.index, field_name, *sub),
+                    value=True)
         else:
             out.add(message, str(path))
 
     for rung in rungs:
-        try:
-            probe = registry.get(rung.probe)
-        except UnknownProbe as exc:
-            report(rung, "probe", str(exc))
-            continue
-        except BrokenProbe as exc:
-            report(rung, "probe", str(exc))
-            continue
-        try:
-            probe.Params.model_validate(rung.params)
-        except ValidationError as exc:
-            accepted = ", ".join(probe.Params.model_fields) or "none"
-            for error in exc.errors():
-                name = str(error["loc"][0]) if error["loc"] else ""
-                if error["type"] == "extra_forbidden":
-                    message = (f"probe {rung.probe!r} does not accept param {name!r}"
-                               f"{did_you_mean(name, probe.Params.model_fields)}; it accepts: {accepted}")
-                else:
-                    message = f"param {plain_words(error, probe.Params)}"
-                report(rung, "params", message, (name,) if name else ())
+        _check_probe(registry, rung.probe, rung.params,
+                     lambda field_name, message, sub, rung=rung: report(rung, field_name, message, sub))
+    for file, positions, index, item in out.invalid_rungs:  # their probe is still worth checking
+        if isinstance(item.get("probe"), str):
+            _check_probe(registry, item["probe"], item.get("params") if isinstance(item.get("params"), dict) else {},
+                         lambda field_name, message, sub, file=file, positions=positions, index=index:
+                         out.add(message, file, positions, ("rungs", index, field_name, *sub), value=True))
     for rung in rungs:
         for index, before in enumerate(rung.after):
             if before not in ids:

@@ -16,6 +16,7 @@ from ladder.errors import InputError
 
 Location = tuple[int | str, ...]
 Positions = dict[Location, tuple[int, int]]
+VALUE = "\0value"  # suffix of a location: where the value (not the key) starts
 
 
 def read_text_file(path: Path, what: str) -> str:
@@ -72,15 +73,19 @@ def _record_positions(node: yaml.Node, location: Location, positions: Positions)
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
             child = (*location, key)
             positions[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            positions[(*child, VALUE)] = (value_node.start_mark.line + 1, value_node.start_mark.column + 1)
             _record_positions(value_node, child, positions)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             _record_positions(item, (*location, index), positions)
 
 
-def position_of(positions: Positions, location: Location) -> tuple[int | None, int | None]:
-    """The position of `location`, or of its nearest ancestor that has one."""
+def position_of(positions: Positions, location: Location, value: bool = False
+                ) -> tuple[int | None, int | None]:
+    """The position of the key at `location` (of its value with `value=True`), or of its nearest ancestor."""
     loc = tuple(location)
+    if value and (*loc, VALUE) in positions:
+        return positions[(*loc, VALUE)]
     while loc:
         if loc in positions:
             return positions[loc]

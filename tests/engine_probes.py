@@ -1,0 +1,72 @@
+"""Small probes for engine tests: real verdicts on real files, no model needed.
+
+`file-check` passes when the file named by its `path` param exists and is
+non-empty, fails when it is empty, and skips when the param is missing.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ladder.probes.base import Probe, ProbeContext, failed, passed, skip
+
+
+class FileCheckParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str | None = Field(default=None, description="file to check")
+    sleep: float = Field(default=0.0, description="seconds to wait first")
+
+
+class FileCheck(Probe):
+    """What it checks: a file is non-empty."""
+
+    name = "file-check"
+    Params = FileCheckParams
+
+    def run(self, ctx: ProbeContext):
+        params = ctx.params
+        if params.sleep:
+            deadline = time.monotonic() + params.sleep
+            while time.monotonic() < deadline:
+                ctx.progress("waiting", None)
+                time.sleep(0.02)
+        if not params.path:
+            skip("needs the `path` param")
+        path = Path(params.path)
+        size = path.stat().st_size  # a missing file raises: an error, never a verdict
+        if size == 0:
+            return failed(f"{path.name} is empty", path=str(path), bytes=size)
+        return passed(f"{path.name} has {size} bytes", path=str(path), bytes=size)
+
+
+class NeedsData(Probe):
+    """What it checks: that the case gives training data."""
+
+    name = "needs-data"
+    needs = ("data",)
+
+    def run(self, ctx: ProbeContext):
+        return passed("data given", data=ctx.case.data)
+
+
+class CatchesEverything(Probe):
+    """A probe that (wrongly) catches Exception around skip: skip must still get through."""
+
+    name = "catches-everything"
+
+    def run(self, ctx: ProbeContext):
+        try:
+            skip("cannot measure")
+        except Exception:  # noqa: BLE001 - the point of the test
+            return passed("swallowed")
+        return passed("unreachable")
+
+
+class ReturnsNone(Probe):
+    name = "returns-none"
+
+    def run(self, ctx: ProbeContext):
+        return None
