@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rules = sub.add_parser("rules", help="print the walk order of a ladder")
     _add_ladder_flags(rules)
+    rules.add_argument("--markdown", action="store_true", help="print a Markdown table (as in the README)")
 
     validate = sub.add_parser("validate", help="check a ladder file and report every problem")
     validate.add_argument("file", nargs="?", metavar="FILE", help="the ladder to check (default: the shipped one)")
@@ -156,6 +157,9 @@ def cmd_rules(args) -> int:
 
     registry = _registry(args)
     ladder_ = load_ladder(args.ladder, registry)
+    if args.markdown:
+        print(rules_markdown(ladder_), end="")
+        return EXIT_OK
     table = Table(title=f"ladder {ladder_.name}: walk order", title_justify="left")
     for column in ("#", "rung", "tier", "hypothesis"):
         table.add_column(column)
@@ -164,6 +168,14 @@ def cmd_rules(args) -> int:
     Console().print(table)
     _warn_plugin_problems(registry)
     return EXIT_OK
+
+
+def rules_markdown(ladder_) -> str:
+    """The walk order as a Markdown table (the README's rung table is this output)."""
+    lines = ["| # | rung | tier | hypothesis |", "|---|---|---|---|"]
+    for position, rung in enumerate(ladder_.ordered(), 1):
+        lines.append(f"| {position} | `{rung.id}` | {rung.tier.value} | {rung.title} |")
+    return "\n".join(lines) + "\n"
 
 
 def cmd_validate(args) -> int:

@@ -41,6 +41,12 @@ def to_junit(report: Report) -> str:
     suite = ET.Element("testsuite", name=f"ladder.{data.get('ladder') or 'ladder'}", tests=str(len(rungs)),
                        failures=str(counts["fail"]), errors=str(counts["error"]), skipped=str(skipped),
                        time=f"{sum(r['seconds'] for r in rungs):.3f}")
+    properties = ET.SubElement(suite, "properties")
+    for key, value in (data.get("case") or {}).items():
+        if key != "prompts":
+            ET.SubElement(properties, "property", name=f"case.{key}", value=str(value))
+    for key, value in data["versions"].items():
+        ET.SubElement(properties, "property", name=f"version.{key}", value=value)
     for rung in rungs:
         case = ET.SubElement(suite, "testcase", classname=f"ladder.{rung['tier']}", name=rung["id"],
                              time=f"{rung['seconds']:.3f}")
@@ -53,7 +59,8 @@ def to_junit(report: Report) -> str:
             node = ET.SubElement(case, "error", message=rung["summary"], type="probe-error")
             node.text = rung.get("traceback") or rung["summary"]
         elif status in ("skip", "blocked", "not-run"):
-            ET.SubElement(case, "skipped", message=f"{status}: {rung['summary']}")
+            summary = rung["summary"]
+            ET.SubElement(case, "skipped", message=summary if summary.startswith(status) else f"{status}: {summary}")
         elif status == "warn":
             out = ET.SubElement(case, "system-out")
             out.text = f"warn: {rung['summary']}"

@@ -1,0 +1,198 @@
+"""The CLI as a user runs it: reports, exit codes, plugins, bad input, light imports."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from helpers import run_cli, write
+from ladder.report import SCHEMA_PATH
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture
+def plugin_site(tmp_path):
+    """A real installed distribution registering probes through the `ladder.probes` entry points."""
+    site = tmp_path / "site"
+    dist = site / "engine_plugin-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: engine-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[ladder.probes]\nfile-check = engine_probes:FileCheck\nneeds-data = engine_probes:NeedsData\n"
+        "broken-probe = engine_plugin_missing_module:Probe\n")
+    shutil.copy(HERE / "engine_probes.py", site / "engine_probes.py")
+    return site
+
+
+def plugin_env(site: Path, **extra: str) -> dict:
+    return {"PYTHONPATH": str(site), **extra}
+
+
+def test_ladder(tmp_path, good: bool, probe: str = "file-check") -> Path:
+    target = tmp_path / ("good.txt" if good else "empty.txt")
+    target.write_text("x" if good else "")
+    return write(tmp_path / "l.yaml", f"""
+        name: cli-test
+        rungs:
+          - id: first
+            title: the file is empty
+            tier: interface
+            probe: {probe}
+            params: {{path: {target}}}
+            why: an empty file holds nothing
+            fix: write something into it
+          - id: second
+            title: data missing
+            tier: data
+            probe: needs-data
+            after: [first]
+            why: w
+            fix: f
+        """)
+
+
+test_ladder.__test__ = False  # a helper, not a test
+
+
+def test_probe_writes_json_junit_markdown_and_exits_1_on_culprit(tmp_path, plugin_site):
+    ladder = test_ladder(tmp_path, good=False)
+    result = run_cli("probe", "--ladder", str(ladder), "--json", "r.json", "--junit", "r.xml", "--md", "r.md",
+                     cwd=tmp_path, env=plugin_env(plugin_site))
+    assert result.returncode == 1, result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    jsonschema.validate(report, json.loads(SCHEMA_PATH.read_text()))
+    assert report["schema"] == "ladder.report/1"
+    assert report["culprit"]["rung"] == "first"
+    assert [(r["id"], r["status"]) for r in report["rungs"]] == [("first", "fail"), ("second", "blocked")]
+    suite = ET.parse(tmp_path / "r.xml").getroot().find("testsuite")
+    assert suite.get("failures") == "1" and suite.get("skipped") == "1"
+    assert suite.find("testcase[@name='first']/failure") is not None
+    markdown = (tmp_path / "r.md").read_text()
+    assert "**Culprit: `first`**" in markdown and "write something into it" in markdown
+    assert "Culprit:" in result.stdout and "first" in result.stdout
+
+
+def test_probe_exits_0_without_culprit(tmp_path, plugin_site):
+    ladder = test_ladder(tmp_path, good=True)
+    result = run_cli("probe", "--ladder", str(ladder), "--data", ".", "--json", "r.json", cwd=tmp_path,
+                     env=plugin_env(plugin_site))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["culprit"] is None
+    assert report["case"]["data"] == str(tmp_path)  # flag paths are relative to the working directory
+
+
+def test_case_file_paths_are_relative_to_the_file(tmp_path, plugin_site):
+    ladder = test_ladder(tmp_path, good=True)
+    (tmp_path / "case" / "train").mkdir(parents=True)
+    write(tmp_path / "case" / "ladder.case.yaml", "data: train\n")
+    result = run_cli("probe", "case/ladder.case.yaml", "--ladder", str(ladder), "--json", "r.json",
+                     cwd=tmp_path, env=plugin_env(plugin_site))
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["case"]["data"] == str(tmp_path / "case" / "train")
+
+
+def test_secrets_never_reach_reports(tmp_path, plugin_site):
+    ladder = test_ladder(tmp_path, good=False)
+    secret = "sk-live-0123456789abcdefSECRET"
+    write(tmp_path / "case.yaml", f"description: key {secret} and hf_abcdefghijklmnopqrstuvwx\n")
+    result = run_cli("probe", "case.yaml", "--ladder", str(ladder), "--json", "r.json", "--md", "r.md",
+                     "--junit", "r.xml", cwd=tmp_path, env=plugin_env(plugin_site, OPENAI_API_KEY=secret))
+    assert result.returncode == 1, result.stderr
+    for name in ("r.json", "r.md", "r.xml"):
+        text = (tmp_path / name).read_text()
+        assert secret not in text and "hf_abcdefghijklmnopqrstuvwx" not in text and "***" in text
+
+
+def test_plugins_listed_broken_one_reported_not_fatal(tmp_path, plugin_site):
+    result = run_cli("probes", env=plugin_env(plugin_site))
+    assert result.returncode == 0
+    assert "file-check" in result.stdout and "engine-plugin" in result.stdout
+    ladder = test_ladder(tmp_path, good=True, probe="broken-probe")
+    result = run_cli("validate", str(ladder), env=plugin_env(plugin_site))
+    assert result.returncode == 2
+    assert "probe 'broken-probe' from engine-plugin failed to load: ModuleNotFoundError" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("switch", ["--no-plugin", "env"])
+def test_plugins_can_be_turned_off(tmp_path, plugin_site, switch):
+    ladder = test_ladder(tmp_path, good=True)
+    args = ["validate", str(ladder)] + (["--no-plugin", "engine-plugin"] if switch == "--no-plugin" else [])
+    env = plugin_env(plugin_site, **({"LADDER_DISABLE_PLUGIN_AUTOLOAD": "1"} if switch == "env" else {}))
+    on = run_cli("validate", str(ladder), env=plugin_env(plugin_site))
+    off = run_cli(*args, env=env)
+    assert on.returncode == 0, on.stderr
+    assert off.returncode == 2 and "unknown probe 'file-check'" in off.stderr
+
+
+BAD_INPUTS = {
+    "missing case file": (["probe", "nope.yaml"], "case file not found"),
+    "case file is a directory": (["probe", "adir"], "is a directory"),
+    "empty case file": (["probe", "empty.yaml"], "is empty"),
+    "case not a mapping": (["probe", "list.yaml"], "must be a YAML mapping"),
+    "malformed case yaml": (["probe", "broken.yaml"], "broken.yaml:2:1: malformed YAML"),
+    "unknown case key": (["probe", "typo.yaml"], "unknown key 'modle' (did you mean 'model'?)"),
+    "model path missing": (["probe", "--model", "no/such/model"], "model: " ),
+    "harness file missing": (["probe", "--harness", "nothere.py:run"], "nothere.py does not exist"),
+    "harness without function": (["probe", "--harness", "h.py"], "must be FILE.py:NAME"),
+    "harness-cmd without placeholder": (["probe", "--harness-cmd", "python x.py"], "must contain {prompt}"),
+    "json output is a directory": (["probe", "--json", "adir"], "is a directory"),
+    "unknown ladder file": (["rules", "--ladder", "missing.yaml"], "ladder not found"),
+    "validate a directory": (["validate", "adir"], "is a directory"),
+    "explain unknown rung": (["explain", "prompt-fromat"], "no rung 'prompt-fromat'"),
+    "bad flag value": (["probe", "--expect-samples", "many"], "invalid int value"),
+    "non-utf8 ladder": (["validate", "latin1.yaml"], "not UTF-8"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_INPUTS))
+def test_bad_input_exits_2_with_a_message(tmp_path, name):
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "empty.yaml").write_text("")
+    (tmp_path / "list.yaml").write_text("- a\n")
+    (tmp_path / "broken.yaml").write_text("model: [x\n")
+    (tmp_path / "typo.yaml").write_text("modle: x\n")
+    (tmp_path / "h.py").write_text("def run(p):\n    return p\n")
+    (tmp_path / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    args, message = BAD_INPUTS[name]
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_rules_validate_do_not_import_torch():
+    code = ("import sys, contextlib, io\n"
+            "from ladder.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    for args in (['rules'], ['validate'], ['explain', sys.argv[1]] if sys.argv[1] else ['rules']):\n"
+            "        assert main(args) == 0, args\n"
+            "heavy = sorted(m for m in ('torch', 'transformers', 'tokenizers', 'textual') if m in sys.modules)\n"
+            "print(','.join(heavy))\n")
+    from ladder.loader import load_ladder
+
+    first = load_ladder().order[0] if load_ladder().order else ""
+    result = subprocess.run([sys.executable, "-c", code, first], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
+    help_run = subprocess.run([sys.executable, "-c", "import sys\nfrom ladder.cli import main\n"
+                               "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+                               "print('torch' in sys.modules, 'pydantic' in sys.modules)"],
+                              capture_output=True, text=True, timeout=60)
+    assert help_run.stdout.strip().endswith("False False")
+
+
+def test_schema_commands_print_json():
+    for what in ("ladder", "case", "report"):
+        result = run_cli("schema", what)
+        assert result.returncode == 0
+        assert json.loads(result.stdout)["type"] == "object"
