@@ -196,3 +196,43 @@ def test_schema_commands_print_json():
         result = run_cli("schema", what)
         assert result.returncode == 0
         assert json.loads(result.stdout)["type"] == "object"
+
+
+def test_ctrl_c_writes_partial_report_and_exits_130(tmp_path, plugin_site):
+    import os
+    import signal
+    import time
+
+    good = tmp_path / "good.txt"
+    good.write_text("x")
+    ladder = write(tmp_path / "l.yaml", f"""
+        name: slow
+        rungs:
+          - id: quick
+            title: q
+            tier: interface
+            probe: file-check
+            params: {{path: {good}}}
+            why: w
+            fix: f
+          - id: slow
+            title: s
+            tier: data
+            probe: file-check
+            params: {{path: {good}, sleep: 30}}
+            why: w
+            fix: f
+        """)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(plugin_site)}
+    proc = subprocess.Popen([sys.executable, "-m", "ladder", "probe", "--ladder", str(ladder), "--json", "r.json"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first_line = proc.stderr.readline()  # the display prints each finished rung to stderr
+    assert "quick" in first_line, first_line
+    time.sleep(0.5)  # the slow rung is running now
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["interrupted"] is True
+    assert [(r["id"], r["status"]) for r in report["rungs"]] == [("quick", "pass"), ("slow", "not-run")]
+    assert "Traceback" not in err
