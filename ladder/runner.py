@@ -66,11 +66,8 @@ class Runner:
         stopped_by: str | None = None
         try:
             for position, rung in enumerate(self.ladder.ordered(), start=1):
-                blocker = self.blocker_of(rung.id)
-                if blocker:
-                    self._record(rung, Status.BLOCKED, f"blocked: {blocker!r} failed; fix it first", {})
-                elif stopped_by and not self.keep_going:
-                    self._record(rung, Status.NOT_RUN, f"not run: the walk stopped at {stopped_by!r}", {})
+                if self.blocker_of(rung.id) or (stopped_by and not self.keep_going):
+                    self._remember(self.unwalked_result(rung.id, stopped_by))
                 else:
                     result = self.run_rung(rung.id, position=position)
                     if result.status is Status.FAIL and stopped_by is None:
@@ -113,17 +110,45 @@ class Runner:
             if rung_id in self.walked:
                 self.walked.remove(rung_id)
 
+    def skip_rung(self, rung_id: str, reason: str) -> RungResult:
+        """Record a skip the user chose (the TUI's `s`), with their reason."""
+        return self._record(self.ladder.rung(rung_id), Status.SKIP, f"skipped by the user: {reason}",
+                            {"skipped_by": "user", "reason": reason})
+
+    def restart_resources(self) -> None:
+        """Release the run's resources so the next rung loads the model, harness and data afresh
+        (after the user fixed something on disk)."""
+        self.resources.close()
+        self.resources = Resources(self.case)
+
+    def unwalked_result(self, rung_id: str, stopped_by: str | None = None) -> RungResult:
+        """What a walk says of a rung it did not run: blocked by a failed rung it comes after,
+        else not run (because the walk stopped at `stopped_by`)."""
+        rung = self.ladder.rung(rung_id)
+        blocker = self.blocker_of(rung_id)
+        if blocker:
+            return self._result(rung, Status.BLOCKED, f"blocked: {blocker!r} failed; fix it first", {})
+        reason = f"not run: the walk stopped at {stopped_by!r}" if stopped_by else "not run"
+        return self._result(rung, Status.NOT_RUN, reason, {})
+
+    def _result(self, rung: Rung, status: Status, summary: str, evidence: dict, *, seconds: float = 0.0,
+                traceback_text: str | None = None) -> RungResult:
+        return RungResult(id=rung.id, tier=rung.tier, title=rung.title, status=status, summary=summary,
+                          evidence=evidence, seconds=round(seconds, 3),
+                          fix=rung.fix.strip() if status is Status.FAIL else None,
+                          traceback=traceback_text)
+
     def _record(self, rung: Rung, status: Status, summary: str, evidence: dict, *, seconds: float = 0.0,
                 traceback_text: str | None = None) -> RungResult:
-        result = RungResult(id=rung.id, tier=rung.tier, title=rung.title, status=status, summary=summary,
-                            evidence=evidence, seconds=round(seconds, 3),
-                            fix=rung.fix.strip() if status is Status.FAIL else None,
-                            traceback=traceback_text)
-        self.results[rung.id] = result
-        if rung.id in self.walked:
-            self.walked.remove(rung.id)
-        self.walked.append(rung.id)
-        self.on_event(RungFinished(rung, result))
+        return self._remember(self._result(rung, status, summary, evidence, seconds=seconds,
+                                           traceback_text=traceback_text))
+
+    def _remember(self, result: RungResult) -> RungResult:
+        self.results[result.id] = result
+        if result.id in self.walked:
+            self.walked.remove(result.id)
+        self.walked.append(result.id)
+        self.on_event(RungFinished(self.ladder.rung(result.id), result))
         return result
 
     # ---- one probe ----------------------------------------------------------------------
@@ -161,6 +186,9 @@ class Runner:
         try:
             while worker.is_alive():
                 worker.join(0.1)
+                if cancel_event.is_set() and worker.is_alive():
+                    # the probe stops at its next ctx.progress(); the rung need not wait for it
+                    return Finding(status=Status.NOT_RUN, summary="cancelled")
                 if deadline is not None and time.monotonic() > deadline and worker.is_alive():
                     cancel_event.set()
                     return Finding(status=Status.ERROR,
@@ -172,8 +200,14 @@ class Runner:
 
     # ---- the answer -----------------------------------------------------------------------
 
-    def report(self) -> Report:
+    def report(self, *, include_unwalked: bool = False) -> Report:
+        """The report of what was walked; with `include_unwalked`, the rungs not walked yet follow
+        in walk order, as a walk that stopped at the first culprit would report them."""
         rungs = [self.results[rung_id] for rung_id in self.walked]
+        if include_unwalked:
+            stopped_by = next((r.id for r in rungs if r.status is Status.FAIL), None)
+            rungs += [self.unwalked_result(rung_id, stopped_by) for rung_id in self.ladder.order
+                      if rung_id not in self.results]
         culprit = next((r for r in rungs if r.status is Status.FAIL), None)
         return Report(
             culprit=Culprit(rung=culprit.id, summary=culprit.summary, fix=culprit.fix) if culprit else None,
