@@ -1,0 +1,1 @@
+"""Widgets of the TUI: the ladder list, the rung detail, and the evidence views."""
