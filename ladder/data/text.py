@@ -1,0 +1,92 @@
+"""The text of a data row, normalised and hashed, and MinHash signatures for near duplicates."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+import zlib
+from typing import Any
+
+ASSISTANT_ROLES = {"assistant", "gpt", "model", "bot", "chatbot"}
+PROMPT_FIELDS = ("prompt", "instruction", "question", "input", "query")
+_SPACE = re.compile(r"\s+")
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _turns(value: Any) -> list[tuple[str, str]] | None:
+    """[(role, content)] when `value` is a chat: a list of {role|from, content|value} dicts."""
+    if not isinstance(value, list) or not value or not all(isinstance(t, dict) for t in value):
+        return None
+    turns = []
+    for turn in value:
+        role = turn.get("role", turn.get("from"))
+        content = turn.get("content", turn.get("value"))
+        if not isinstance(role, str):
+            return None
+        turns.append((role, " ".join(_strings(content))))
+    return turns
+
+
+def row_text(row: dict[str, Any], field: str | None = None) -> str:
+    """The row's text: its `field` if named, else every string in it, in order."""
+    value = row.get(field) if field else row
+    turns = _turns(value)
+    if turns is not None:
+        return "\n".join(f"{role}: {content}" for role, content in turns)
+    return "\n".join(_strings(value))
+
+
+def prompt_text(row: dict[str, Any]) -> str | None:
+    """What the row asks: the non-assistant turns of a chat, or a prompt-like field; None if neither."""
+    for value in row.values():
+        turns = _turns(value)
+        if turns is not None:
+            asked = [content for role, content in turns if role.lower() not in ASSISTANT_ROLES]
+            return "\n".join(asked) if asked else None
+    for name in PROMPT_FIELDS:
+        if isinstance(row.get(name), str) and row[name].strip():
+            return row[name]
+    return None
+
+
+def normalise(text: str) -> str:
+    """Case, Unicode form and whitespace folded, so trivially different copies compare equal."""
+    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+def text_hash(text: str) -> int:
+    """A 64-bit hash of normalised text, stable across runs."""
+    return int.from_bytes(hashlib.blake2b(normalise(text).encode("utf-8"), digest_size=8).digest(), "little")
+
+
+class MinHasher:
+    """MinHash signatures over character n-grams of normalised text (numpy, fixed seed)."""
+
+    PRIME = (1 << 61) - 1
+
+    def __init__(self, permutations: int = 64, ngram: int = 5, seed: int = 1):
+        import numpy as np
+
+        rng = np.random.default_rng(seed)
+        self.np = np
+        self.ngram = ngram
+        self.a = rng.integers(1, 1 << 32, size=(permutations, 1), dtype=np.uint64)
+        self.b = rng.integers(0, 1 << 32, size=(permutations, 1), dtype=np.uint64)
+
+    def signature(self, text: str):
+        np = self.np
+        text = normalise(text)
+        n = self.ngram
+        grams = {text[i:i + n] for i in range(max(1, len(text) - n + 1))}
+        hashes = np.fromiter((zlib.crc32(g.encode("utf-8")) for g in grams), dtype=np.uint64, count=len(grams))
+        return ((self.a * hashes + self.b) % self.PRIME).min(axis=1).astype(np.uint64)
