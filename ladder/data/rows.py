@@ -258,9 +258,10 @@ def _open(file: DataFile):
 
 def _utf8_chunks(file: DataFile, count: FileCount) -> Iterator[bytes]:
     """The file's bytes as UTF-8, in chunks; a BOM of another encoding is transcoded (and noted)."""
+    size = CHUNK_BYTES if not file.gzip else CHUNK_BYTES // 16  # a truncated gzip loses only its last read
     with _open(file) as handle:
         try:
-            first = handle.read(CHUNK_BYTES)
+            first = handle.read(size)
             encoding = None
             if first.startswith(codecs.BOM_UTF8):
                 first, count.encoding = first[3:], "utf-8-sig"
@@ -274,12 +275,12 @@ def _utf8_chunks(file: DataFile, count: FileCount) -> Iterator[bytes]:
                 decoder = codecs.getincrementaldecoder(encoding)("replace")
                 while first:
                     yield decoder.decode(first).encode("utf-8")
-                    first = handle.read(CHUNK_BYTES)
+                    first = handle.read(size)
                 yield decoder.decode(b"", final=True).encode("utf-8")
                 return
             while first:
                 yield first
-                first = handle.read(CHUNK_BYTES)
+                first = handle.read(size)
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             count.lost.append(f"gzip stream broken ({exc}): rows after this point are lost")
 

@@ -350,7 +350,9 @@ def _verdict(evidence, totals, usable, expected, run, file_problems, params):
             "the signature of a model memorising a small slice of its data")
     summary = "; ".join(parts)
 
-    if present == 0:
+    lost_files = [f"{f['file']}: {p}" for f in evidence["files"] for p in f.get("lost", [])]
+    reasons += lost_files
+    if present == 0 and not lost_files:
         reasons.append("no rows")
     if expected is not None and parseable < expected * (1 - tol):
         reasons.append(f"only {parseable} of {expected} expected rows are parseable")
@@ -365,8 +367,6 @@ def _verdict(evidence, totals, usable, expected, run, file_problems, params):
     if consumed is not None and consumed < reference * (1 - tol):
         reasons.append(f"the run consumed {'about ' if not run.get('exact') else ''}{consumed} of "
                        f"{reference} rows")
-    lost_files = [f"{f['file']}: {p}" for f in evidence["files"] for p in f.get("lost", [])]
-    reasons += lost_files
     met = expected is not None and parseable >= expected * (1 - tol)
     (warnings if met else reasons).extend(file_problems)
     warnings += [f"{f['file']}: {p}" for f in evidence["files"] for p in f.get("problems", [])]
