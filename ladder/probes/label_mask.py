@@ -72,7 +72,7 @@ class Measured:
     prompt_trained: int | None = None
     stop_present: bool = False
     stop_trained: bool = False
-    parts: list[str] = field(default_factory=list)  # per position: prompt / answer / pad
+    parts: list[str] = field(default_factory=list)  # per position: prompt / answer / space / pad
 
     @property
     def share(self) -> float:
@@ -268,7 +268,10 @@ def _answer_parts(pieces: list[str], real: int, markers: Markers) -> list[str] |
         for position in range(first, min(last + 1, real)):
             parts[position] = "answer"
         start = text.find(markers.header, header_end)
-    return parts if found else None
+    if not found:
+        return None
+    # whitespace-only tokens at a boundary belong to neither side: leave them out of both counts
+    return [part if _compact(pieces[i]) else "space" for i, part in enumerate(parts)]
 
 
 def measure(example, real: int, stop_ids: set[int], parts: list[str] | None) -> Measured:
