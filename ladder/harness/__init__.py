@@ -1,0 +1,79 @@
+"""The harness tap: run the user's own test code and record exactly what reached the model.
+
+Rungs share one run of the harness per ladder run, cached in the run's resources
+under "harness:calls" (`harness_run(ctx)`). Importing this package imports no torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ladder.harness.run import HarnessRun, read_transcript, run_command, run_function
+
+if TYPE_CHECKING:
+    from ladder.case import Case
+    from ladder.models import Finding
+    from ladder.probes.base import ProbeContext
+
+__all__ = ["HarnessRun", "harness_run", "harness_error_finding", "probe_prompts", "run_harness",
+           "NEUTRAL_PROMPTS"]
+
+# Used when the case gives no prompts of its own: short, answerable, about nothing in particular.
+NEUTRAL_PROMPTS: tuple[str, ...] = (
+    "What is 2 plus 3?",
+    "Name a colour.",
+    "Say hello.",
+    "What is the opposite of hot?",
+)
+
+
+def probe_prompts(case: "Case") -> list[dict[str, Any]]:
+    """The case's prompts ({prompt, expect}) or the built-in neutral ones (no expectations)."""
+    if case.prompts:
+        return [{"prompt": p.prompt, "expect": p.expect} for p in case.prompts]
+    return [{"prompt": p, "expect": None} for p in NEUTRAL_PROMPTS]
+
+
+def run_harness(case: "Case", prompts: list[str], *, redirect: dict[str, str] | None = None,
+                batch: bool = False) -> HarnessRun:
+    """Run the case's harness (function, command or transcript) on `prompts` under the tap."""
+    if case.harness:
+        return run_function(case.harness, prompts, timeout=case.harness_timeout, redirect=redirect, batch=batch)
+    if case.harness_cmd:
+        return run_command(case.harness_cmd, prompts, timeout=case.harness_timeout, redirect=redirect)
+    if case.transcript:
+        if redirect:
+            raise ValueError("a transcript cannot be re-run with another model")
+        return read_transcript(case.transcript)
+    raise ValueError("the case has no harness")
+
+
+def harness_run(ctx: "ProbeContext") -> HarnessRun:
+    """The run's shared recording of the harness on the probe prompts (built once per run)."""
+    from ladder.probes.base import skip
+
+    case = ctx.case
+    if not (case.harness or case.harness_cmd or case.transcript):
+        skip("needs --harness FILE.py:FUNC, --harness-cmd CMD or --transcript F.jsonl "
+             "(case keys `harness`, `harness_cmd`, `transcript`)")
+
+    def build() -> HarnessRun:
+        ctx.progress("running your harness under the tap", None)
+        prompts = [p["prompt"] for p in probe_prompts(case)]
+        return run_harness(case, prompts, batch=True)
+
+    return ctx.resources.get("harness:calls", build)
+
+
+def harness_error_finding(run: HarnessRun) -> "Finding | None":
+    """An `error` finding carrying the harness's own traceback or stderr, when the harness failed."""
+    from ladder.models import Finding, Status
+
+    if run.error is None:
+        return None
+    error = run.error
+    detail = error.get("traceback") or error.get("stderr") or ""
+    evidence = {"harness_error": {k: v for k, v in error.items() if k not in ("traceback",)},
+                "harness": run.spec, "form": run.form}
+    return Finding(status=Status.ERROR, summary=f"your harness failed, not the model: {error['message']}",
+                   evidence=evidence, traceback=detail or None)

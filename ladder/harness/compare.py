@@ -1,0 +1,140 @@
+"""Shared by the interface rungs: what the harness sent, in ids; the model's template; two paths measured.
+
+A "path" is a list of prompt id lists. `measure_path` runs ladder's own greedy
+generation on it (the run's shared model, batched, left-padded, stopping on the
+model's eos ids and the template's end-of-turn token) and scores the replies:
+accuracy against the case's expected answers, the rate of stopping on the
+end-of-turn token, distinct-2, and the mean log-probability of the reply tokens.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from ladder.templates import TemplateAnalysis, TemplateError, analyse, renderer_for_tokenizer
+
+if TYPE_CHECKING:
+    from ladder.backends.hf import HFModel
+    from ladder.harness.run import HarnessRun
+    from ladder.probes.base import ProbeContext
+
+
+def sent_ids(record: dict[str, Any] | None, tokenizer, row: int = 0) -> list[int] | None:
+    """The ids of one row of a generate call, without padding (by its attention mask).
+
+    A transcript may give only text: it is tokenized as it stands (no special tokens
+    added), since it is meant to be exactly what was sent.
+    """
+    if record is None:
+        return None
+    rows = record.get("input_ids")
+    if rows:
+        ids = rows[row]
+        masks = record.get("attention_mask")
+        if masks:
+            ids = [token for token, keep in zip(ids, masks[row]) if keep]
+        return list(ids)
+    texts = record.get("input_text")
+    if texts:
+        return list(tokenizer(texts[row], add_special_tokens=False)["input_ids"])
+    return None
+
+
+def template_analysis(ctx: "ProbeContext", model: "HFModel") -> TemplateAnalysis | None:
+    """The model's chat template, analysed once per run (None when it has none)."""
+    if not model.has_chat_template():
+        return None
+
+    def build() -> TemplateAnalysis | None:
+        try:
+            return analyse(renderer_for_tokenizer(model.tokenizer))
+        except TemplateError:
+            return None
+
+    return ctx.resources.get("template:model", build)
+
+
+def end_of_turn_id(tokenizer, analysis: TemplateAnalysis | None) -> int | None:
+    """The single token the template closes an assistant turn with; else the tokenizer's eos."""
+    if analysis is not None and analysis.end_of_turn:
+        ids = tokenizer(analysis.end_of_turn, add_special_tokens=False)["input_ids"]
+        if len(ids) == 1:
+            return ids[0]
+    return tokenizer.eos_token_id
+
+
+def stop_set(model: "HFModel", analysis: TemplateAnalysis | None) -> set[int]:
+    stops = set(model.stop_ids())
+    eot = end_of_turn_id(model.tokenizer, analysis)
+    if eot is not None:
+        stops.add(eot)
+    if model.tokenizer.eos_token_id is not None:
+        stops.add(model.tokenizer.eos_token_id)
+    return stops
+
+
+def generate_cut(model: "HFModel", prompts: list[list[int]], stops: set[int], max_new_tokens: int,
+                 batch_size: int = 16) -> list[list[int]]:
+    """Greedy replies (batched), each cut after its first stop id."""
+    replies: list[list[int]] = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start:start + batch_size]
+        out = model.generate(chunk, max_new_tokens=max_new_tokens, eos_token_id=sorted(stops))
+        for row in out:
+            kept = []
+            for token in row:
+                kept.append(token)
+                if token in stops:
+                    break
+            replies.append(kept)
+    return replies
+
+
+def distinct_2(ids: list[int]) -> float:
+    pairs = list(zip(ids, ids[1:]))
+    return len(set(pairs)) / len(pairs) if pairs else 1.0
+
+
+def measure_path(model: "HFModel", prompts: list[list[int]], expects: list[str | None], *, stops: set[int],
+                 end_of_turn: int | None, max_new_tokens: int) -> dict[str, Any]:
+    """Replies and metrics of one path (see the module docstring)."""
+    replies = generate_cut(model, prompts, stops, max_new_tokens)
+    texts = [model.decode([t for t in reply if t not in stops], skip_special_tokens=True) for reply in replies]
+    scored = [(p, r) for p, r in zip(prompts, replies) if r]
+    logprobs = model.continuation_logprobs(scored) if scored else []
+    flat = [value for row in logprobs for value in row]
+    checked = [(text, expect) for text, expect in zip(texts, expects) if expect]
+    correct = [re.search(expect, text) is not None for text, expect in checked]
+    eot_target = {end_of_turn} if end_of_turn is not None else stops
+    return {
+        "replies": texts,
+        "reply_ids": replies,
+        "correct": [None if not e else re.search(e, t) is not None for t, e in zip(texts, expects)],
+        "metrics": {
+            "accuracy": round(sum(correct) / len(correct), 3) if correct else None,
+            "end_of_turn_stop_rate": round(sum(1 for r in replies if r and r[-1] in eot_target) / len(replies), 3)
+            if replies else None,
+            "ran_to_max_new_tokens": round(sum(1 for r in replies if len(r) >= max_new_tokens
+                                               and r[-1] not in stops) / len(replies), 3) if replies else None,
+            "distinct_2": round(sum(distinct_2([t for t in r if t not in stops]) for r in replies) / len(replies), 3)
+            if replies else None,
+            "mean_logprob": round(sum(flat) / len(flat), 3) if flat else None,
+        },
+    }
+
+
+def metrics_table(harness: dict[str, Any], template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{metric: {harness: x, template: y}} for the metrics measured on both paths."""
+    table = {}
+    for name, value in template["metrics"].items():
+        other = harness["metrics"].get(name)
+        if value is not None or other is not None:
+            table[name] = {"harness": other, "template": value}
+    return table
+
+
+def harness_prompts(run: "HarnessRun", prompts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per call of the run: the user's prompt and expectation (the case's, when the run used them)."""
+    by_text = {p["prompt"]: p.get("expect") for p in prompts}
+    return [{"prompt": call.get("prompt"), "expect": by_text.get(call.get("prompt"))} for call in run.calls]

@@ -1,0 +1,309 @@
+"""Running the user's harness under the tap, in each of its three forms.
+
+- `file.py:function` / `module:function`: imported fresh (in ladder's process) and
+  called once per prompt inside a `Tap`; the import itself runs under the tap too,
+  since scripts load their model at import.
+- a command with `{prompt}`: run through the shell once per prompt, with the tap
+  injected into its Python through a `sitecustomize` on PYTHONPATH; the child
+  reports its records through a JSONL file.
+- a transcript: what a harness sent and got, read from JSONL (docs/transcript.md).
+
+The harness's own failures (import error, exception, timeout, non-zero exit, a
+transcript that does not parse) are kept as `HarnessRun.error` with the
+harness's traceback or stderr: they are never a verdict about the model.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import itertools
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ladder.harness.tap import Tap
+
+_fresh_names = itertools.count()
+SITE_DIR = Path(__file__).parent / "site"
+
+
+class HarnessTimeout(Exception):
+    pass
+
+
+@dataclass
+class HarnessRun:
+    """What one run of the harness did: per prompt, its output and the generate calls it made."""
+
+    form: str  # function | command | transcript
+    spec: str
+    calls: list[dict[str, Any]] = field(default_factory=list)  # {prompt, output, seconds, generate: [...]}
+    loads: list[dict[str, Any]] = field(default_factory=list)
+    error: dict[str, Any] | None = None  # {kind, message, prompt, traceback | stderr}
+    redirect: dict[str, str] = field(default_factory=dict)
+    batch: dict[str, Any] | None = None  # the harness's own batch entry point, when it has one
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def generate_records(self) -> list[dict[str, Any]]:
+        return [record for call in self.calls for record in call.get("generate", [])]
+
+    def sent(self, index: int) -> dict[str, Any] | None:
+        """The first generate call made for prompt `index` (what reached the model), if any."""
+        records = self.calls[index].get("generate", []) if index < len(self.calls) else []
+        return records[0] if records else None
+
+    def model_loads(self) -> list[dict[str, Any]]:
+        return [load for load in self.loads if load.get("kind") == "model"]
+
+    def tokenizer_loads(self) -> list[dict[str, Any]]:
+        return [load for load in self.loads if load.get("kind") == "tokenizer"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"form": self.form, "spec": self.spec, "calls": self.calls, "loads": self.loads,
+                "error": self.error, "redirect": self.redirect, "batch": self.batch}
+
+
+def _harness_traceback(exc: BaseException) -> str:
+    """The exception's traceback without ladder's and importlib's own frames."""
+    tb = traceback.TracebackException.from_exception(exc)
+    ladder_dir = str(Path(__file__).resolve().parent.parent)
+    kept = [frame for frame in tb.stack
+            if not frame.filename.startswith(ladder_dir) and "importlib" not in frame.filename
+            and not frame.filename.startswith("<frozen")]
+    tb.stack = traceback.StackSummary.from_list(kept)
+    return "".join(tb.format())
+
+
+def _call_with_timeout(function: Callable[[], Any], timeout: float) -> Any:
+    """Run `function` in a worker thread; raise HarnessTimeout after `timeout` seconds."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = function()
+        except BaseException as exc:  # the harness's own failure, kept as it is
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target, name="ladder-harness", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise HarnessTimeout(f"no answer within {timeout:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def load_callable(spec: str) -> tuple[Any, Callable]:
+    """A fresh import of `file.py:function` or `module:function`; returns (module, function)."""
+    target, _, name = spec.rpartition(":")
+    if target.endswith(".py"):
+        path = Path(target)
+        module_name = f"_ladder_harness_{next(_fresh_names)}_{path.stem}"
+        module_spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.path.insert(0, str(path.parent))
+        sys.modules[module_name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        finally:
+            sys.modules.pop(module_name, None)
+            if str(path.parent) in sys.path:
+                sys.path.remove(str(path.parent))
+    else:
+        previous = sys.modules.pop(target, None)
+        sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(target)
+        finally:
+            sys.path.remove(os.getcwd())
+            if previous is not None:
+                sys.modules[target] = previous
+            else:
+                sys.modules.pop(target, None)
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise AttributeError(f"{spec}: {name!r} is not a function of {target}")
+    return module, function
+
+
+def run_function(spec: str, prompts: list[str], *, timeout: float = 300.0,
+                 redirect: dict[str, str] | None = None, batch: bool = False) -> HarnessRun:
+    """Import the harness and call it once per prompt under the tap (and its batch entry point if asked)."""
+    run = HarnessRun(form="function", spec=spec, redirect=dict(redirect or {}))
+    with Tap(redirect=redirect) as tap:
+        tap.mark("import")
+        try:
+            module, function = _call_with_timeout(lambda: load_callable(spec), timeout)
+        except HarnessTimeout as exc:
+            run.error = {"kind": "timeout", "message": f"importing {spec}: {exc}", "prompt": None}
+        except BaseException as exc:
+            run.error = {"kind": "import", "message": f"importing {spec} failed: {type(exc).__name__}: {exc}",
+                         "prompt": None, "traceback": _harness_traceback(exc)}
+        if run.error is None:
+            for index, prompt in enumerate(prompts):
+                tap.mark(index)
+                started = time.perf_counter()
+                call = {"prompt": prompt, "output": None}
+                try:
+                    output = _call_with_timeout(lambda p=prompt: function(p), timeout)
+                    call["output"] = output if isinstance(output, str) else repr(output)
+                    if not isinstance(output, str):
+                        call["output_type"] = type(output).__name__
+                except HarnessTimeout as exc:
+                    run.error = {"kind": "timeout", "message": f"the harness on prompt {index}: {exc}",
+                                 "prompt": prompt}
+                except BaseException as exc:
+                    run.error = {"kind": "exception",
+                                 "message": f"the harness raised {type(exc).__name__}: {exc}",
+                                 "prompt": prompt, "traceback": _harness_traceback(exc)}
+                call["seconds"] = round(time.perf_counter() - started, 3)
+                call["generate"] = [r for r in tap.calls if r.get("label") == index]
+                run.calls.append(call)
+                if run.error is not None:
+                    break
+            batch_function = getattr(module, "generate_batch", None)
+            if batch and run.error is None and callable(batch_function):
+                tap.mark("batch")
+                try:
+                    outputs = _call_with_timeout(lambda: batch_function(list(prompts)), timeout)
+                    run.batch = {"entry_point": "generate_batch", "outputs": [str(o) for o in outputs],
+                                 "generate": [r for r in tap.calls if r.get("label") == "batch"]}
+                except BaseException as exc:
+                    run.batch = {"entry_point": "generate_batch", "error": {
+                        "kind": "exception", "message": f"generate_batch raised {type(exc).__name__}: {exc}",
+                        "traceback": _harness_traceback(exc)}}
+        run.loads = list(tap.loads)
+    return run
+
+
+def run_command(command: str, prompts: list[str], *, timeout: float = 300.0,
+                redirect: dict[str, str] | None = None) -> HarnessRun:
+    """Run the command once per prompt with the tap injected through sitecustomize."""
+    run = HarnessRun(form="command", spec=command, redirect=dict(redirect or {}))
+    ladder_root = str(Path(__file__).resolve().parent.parent.parent)
+    with tempfile.TemporaryDirectory(prefix="ladder-tap-") as tmp:
+        for index, prompt in enumerate(prompts):
+            records_file = Path(tmp) / f"records-{index}.jsonl"
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SITE_DIR), env.get("PYTHONPATH", "")) if p)
+            env.update({"LADDER_TAP_OUT": str(records_file), "LADDER_TAP_ROOT": ladder_root,
+                        "LADDER_TAP_LABEL": str(index), "LADDER_TAP_REDIRECT": json.dumps(run.redirect)})
+            line = command.replace("{prompt}", shlex.quote(prompt))
+            started = time.perf_counter()
+            process = subprocess.Popen(line, shell=True, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True, start_new_session=True)
+            call: dict[str, Any] = {"prompt": prompt, "output": None, "command": line}
+            try:
+                stdout, stderr = process.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                stdout, stderr = process.communicate()
+                run.error = {"kind": "timeout", "message": f"the command did not finish within {timeout:g} s "
+                                                           f"on prompt {index}", "prompt": prompt,
+                             "stderr": _tail(stderr)}
+            call["seconds"] = round(time.perf_counter() - started, 3)
+            records = _read_records(records_file)
+            call["generate"] = [r for kind, r in records if kind == "call"]
+            run.loads.extend(r for kind, r in records if kind == "load")
+            if run.error is None and process.returncode != 0:
+                run.error = {"kind": "exit", "message": f"the command exited with status {process.returncode} "
+                                                        f"on prompt {index}", "prompt": prompt,
+                             "stderr": _tail(stderr)}
+            else:
+                call["output"] = stdout.rstrip("\n")
+            tap_problem = next((r for kind, r in records if kind == "tap-error"), None)
+            if tap_problem:
+                call["tap_error"] = tap_problem.get("message")
+            run.calls.append(call)
+            if run.error is not None:
+                break
+    return run
+
+
+def _tail(text: str | None, limit: int = 4000) -> str:
+    text = text or ""
+    return text if len(text) <= limit else "...\n" + text[-limit:]
+
+
+def _read_records(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        records.append((item.get("type", "call"), item.get("record", {})))
+    return records
+
+
+TRANSCRIPT_KEYS = {"prompt", "input", "input_ids", "output", "output_ids", "generate_kwargs", "attention_mask"}
+
+
+def read_transcript(path: str) -> HarnessRun:
+    """Calls from a transcript JSONL file (schema in docs/transcript.md); problems become `error`."""
+    run = HarnessRun(form="transcript", spec=path)
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        run.error = {"kind": "bad-transcript", "message": f"cannot read transcript {path}: {exc}", "prompt": None}
+        return run
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        problem = None
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            item, problem = None, f"not JSON ({exc.msg})"
+        if problem is None and not isinstance(item, dict):
+            problem = "not a JSON object"
+        elif problem is None:
+            if "input" not in item and "input_ids" not in item:
+                problem = "has neither `input` (text) nor `input_ids`"
+            elif "input" in item and not isinstance(item["input"], str):
+                problem = "`input` must be a string"
+            elif "input_ids" in item and not _int_list(item["input_ids"]):
+                problem = "`input_ids` must be a list of integers"
+            elif "output_ids" in item and not _int_list(item["output_ids"]):
+                problem = "`output_ids` must be a list of integers"
+            elif "output" in item and not isinstance(item["output"], (str, type(None))):
+                problem = "`output` must be a string"
+        if problem:
+            run.error = {"kind": "bad-transcript", "message": f"{path}:{number}: {problem}", "prompt": None}
+            return run
+        record: dict[str, Any] = {
+            "label": len(run.calls),
+            "input_ids": [item["input_ids"]] if "input_ids" in item else None,
+            "input_text": [item["input"]] if "input" in item else None,
+            "attention_mask": [item["attention_mask"]] if _int_list(item.get("attention_mask")) else None,
+            "output_ids": [item["output_ids"]] if "output_ids" in item else None,
+            "output_text": [item["output"]] if isinstance(item.get("output"), str) else None,
+            "generate_kwargs": item.get("generate_kwargs") or {},
+            "unknown_keys": sorted(set(item) - TRANSCRIPT_KEYS),
+        }
+        run.calls.append({"prompt": item.get("prompt"), "output": item.get("output"), "generate": [record],
+                          "line": number})
+    if not run.calls:
+        run.error = {"kind": "bad-transcript", "message": f"{path}: no records", "prompt": None}
+    return run
+
+
+def _int_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)

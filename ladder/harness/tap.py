@@ -1,0 +1,271 @@
+"""The tap: records what reached the model while the user's own harness runs.
+
+`Tap` is a context manager that patches, for its duration only,
+`transformers.GenerationMixin.generate` (every call: input ids, attention mask,
+the kwargs as `generate` received them, the effective generation config after
+merging with the model's `generation_config.json`, output ids, dtype,
+`model.training`) and the `from_pretrained` classmethods of models and
+tokenizers (which checkpoint and tokenizer were loaded). Everything patched is
+restored in `finally`, also when the harness raises. The harness's code is not
+changed.
+
+`redirect` maps a model path to another: the harness asks for the fine-tune and
+gets the base (harness-control runs the base through the exact same harness
+path this way). Tokenizers are never redirected: they are part of the path.
+
+Records are plain JSON-serialisable dicts; docs/transcript.md describes them.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+import threading
+from typing import Any
+
+# Auto classes call PreTrainedModel.from_pretrained inside; only the outermost load is recorded.
+_depth = threading.local()
+
+
+def _path_str(value: Any) -> str:
+    return os.fspath(value) if isinstance(value, (str, os.PathLike)) else repr(value)
+
+
+def _same_path(a: str, b: str) -> bool:
+    try:
+        return os.path.realpath(a) == os.path.realpath(b)
+    except (TypeError, ValueError):
+        return a == b
+
+
+def jsonable(value: Any, *, max_items: int = 64) -> Any:
+    """A JSON-serialisable rendering of a generate() argument (tensors summarised, objects named)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        items = [jsonable(v, max_items=max_items) for v in list(value)[:max_items]]
+        return items + ([f"... {len(value) - max_items} more"] if len(value) > max_items else [])
+    if isinstance(value, dict):
+        return {str(k): jsonable(v, max_items=max_items) for k, v in value.items()}
+    if hasattr(value, "to_diff_dict") and hasattr(value, "validate"):  # a GenerationConfig
+        return {"GenerationConfig": jsonable(value.to_diff_dict())}
+    if hasattr(value, "shape") and hasattr(value, "tolist"):
+        if getattr(value, "numel", lambda: max_items + 1)() <= max_items:
+            return value.tolist()
+        return {"tensor": list(value.shape), "dtype": str(getattr(value, "dtype", ""))}
+    if hasattr(value, "dtype") and "torch" in type(value).__module__:
+        return str(value)
+    name = getattr(value, "__qualname__", None) or type(value).__qualname__
+    return f"<{name}>"
+
+
+class Tap:
+    """Patch transformers while the harness runs; record loads and generate calls.
+
+    Use as `with Tap(redirect={ft: base}) as tap: harness(prompt)`; then `tap.calls`
+    (one dict per generate call) and `tap.loads` (one dict per from_pretrained).
+    `tap.mark(label)` tags the calls that follow (the prompt being run).
+    """
+
+    def __init__(self, redirect: dict[str, str] | None = None, on_record=None):
+        self.redirect = {os.fspath(k): os.fspath(v) for k, v in (redirect or {}).items()}
+        self.on_record = on_record  # called with ("call" | "load", record) as each is made
+        self.calls: list[dict[str, Any]] = []
+        self.loads: list[dict[str, Any]] = []
+        self.tokenizers: list[Any] = []  # tokenizers the harness loaded, in order (for decoding)
+        self.label: Any = None
+        self._saved: list[tuple[type, str, Any]] = []
+        self._lock = threading.Lock()
+
+    # ---- install / restore ---------------------------------------------------------------
+
+    def __enter__(self) -> "Tap":
+        import transformers
+        from transformers import AutoTokenizer, GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
+        from transformers.models.auto.auto_factory import _BaseAutoModelClass
+
+        try:
+            self._patch(GenerationMixin, "generate", self._wrap_generate(GenerationMixin.__dict__["generate"]))
+            self._patch_loader(PreTrainedModel, "model")
+            self._patch_loader(_BaseAutoModelClass, "model")
+            self._patch_loader(PreTrainedTokenizerBase, "tokenizer")
+            self._patch_loader(AutoTokenizer, "tokenizer")
+        except BaseException:
+            self.restore()
+            raise
+        self._transformers_version = transformers.__version__
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.restore()
+
+    def _patch(self, owner: type, name: str, replacement: Any) -> None:
+        self._saved.append((owner, name, owner.__dict__[name]))
+        setattr(owner, name, replacement)
+
+    def restore(self) -> None:
+        """Put back everything patched, in reverse order (idempotent)."""
+        while self._saved:
+            owner, name, original = self._saved.pop()
+            setattr(owner, name, original)
+
+    def mark(self, label: Any) -> None:
+        self.label = label
+
+    def _record(self, kind: str, record: dict[str, Any]) -> None:
+        with self._lock:
+            (self.calls if kind == "call" else self.loads).append(record)
+        if self.on_record is not None:
+            self.on_record(kind, record)
+
+    # ---- from_pretrained ---------------------------------------------------------------------
+
+    def _patch_loader(self, owner: type, kind: str) -> None:
+        original = owner.__dict__["from_pretrained"]  # a classmethod object
+        function = original.__func__
+        tap = self
+
+        def from_pretrained(cls, pretrained_model_name_or_path=None, *args, **kwargs):
+            requested = _path_str(pretrained_model_name_or_path)
+            path = pretrained_model_name_or_path
+            redirected = None
+            if kind == "model":
+                for source, target in tap.redirect.items():
+                    if isinstance(path, (str, os.PathLike)) and _same_path(os.fspath(path), source):
+                        path, redirected = target, target
+                        # a config loaded from the original path would come along: load it from the target
+                        if "config" in kwargs and not isinstance(kwargs["config"], (str, os.PathLike)):
+                            kwargs.pop("config")
+            depth = getattr(_depth, kind, 0)
+            setattr(_depth, kind, depth + 1)
+            try:
+                result = function(cls, path, *args, **kwargs)
+            finally:
+                setattr(_depth, kind, depth)
+            if depth == 0:
+                tap._record("load", tap._load_record(kind, cls, requested, redirected, kwargs, result))
+            return result
+
+        self._patch(owner, "from_pretrained", classmethod(from_pretrained))
+
+    def _load_record(self, kind, cls, requested, redirected, kwargs, result) -> dict[str, Any]:
+        loaded = result[0] if isinstance(result, tuple) else result
+        record: dict[str, Any] = {
+            "kind": kind, "called_on": cls.__name__, "path": requested, "redirected_to": redirected,
+            "kwargs": jsonable({k: v for k, v in kwargs.items() if k != "config"}),
+            "class": type(loaded).__name__, "label": self.label,
+        }
+        if kind == "tokenizer":
+            self.tokenizers.append(loaded)
+            record["tokenizer"] = tokenizer_state(loaded)
+        else:
+            record["dtype"] = str(getattr(loaded, "dtype", ""))
+            record["name_or_path"] = getattr(loaded, "name_or_path", None)
+        return record
+
+    # ---- generate ---------------------------------------------------------------------------
+
+    def _wrap_generate(self, original):
+        signature = inspect.signature(original)
+        tap = self
+
+        def generate(model, *args, **kwargs):
+            result = original(model, *args, **kwargs)
+            try:
+                record = tap._call_record(model, signature, args, kwargs, result)
+            except Exception as exc:  # recording must never change what the harness gets
+                record = {"label": tap.label, "record_error": f"{type(exc).__name__}: {exc}"}
+            tap._record("call", record)
+            return result
+
+        generate.__wrapped__ = original
+        generate.__doc__ = original.__doc__
+        return generate
+
+    def _call_record(self, model, signature, args, kwargs, result) -> dict[str, Any]:
+        bound = signature.bind_partial(model, *args, **kwargs)
+        arguments = dict(bound.arguments)
+        arguments.pop("self", None)
+        extra = arguments.pop("kwargs", {}) or {}
+        named = {k: v for k, v in arguments.items() if v is not None}
+        named.update(extra)
+        input_ids = named.pop("inputs", None)
+        if input_ids is None:
+            input_ids = named.pop("input_ids", None)
+        else:
+            named.pop("input_ids", None)
+        mask = named.pop("attention_mask", None)
+        rows = input_ids.tolist() if input_ids is not None and hasattr(input_ids, "tolist") else None
+        if rows is not None and rows and not isinstance(rows[0], list):
+            rows = [rows]
+        mask_rows = mask.tolist() if mask is not None and hasattr(mask, "tolist") else None
+        if mask_rows is not None and mask_rows and not isinstance(mask_rows[0], list):
+            mask_rows = [mask_rows]
+        sequences = getattr(result, "sequences", result)
+        out_rows = sequences.tolist() if hasattr(sequences, "tolist") else None
+        encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+        width = len(rows[0]) if rows else 0
+        new_rows = None
+        if out_rows is not None:
+            new_rows = out_rows if encoder_decoder else [row[width:] for row in out_rows]
+        tokenizer = self.tokenizers[-1] if self.tokenizers else None
+        record: dict[str, Any] = {
+            "label": self.label,
+            "input_ids": rows,
+            "attention_mask": mask_rows,
+            "inputs_embeds_given": "inputs_embeds" in named,
+            "generate_kwargs": jsonable({k: v for k, v in named.items() if k != "inputs_embeds"}),
+            "model_generation_config": jsonable(model.generation_config.to_dict())
+            if getattr(model, "generation_config", None) is not None else None,
+            "effective_generation_config": effective_generation_config(model, named),
+            "output_ids": new_rows,
+            "model_class": type(model).__name__,
+            "model_path": getattr(model, "name_or_path", None),
+            "dtype": str(model.dtype),
+            "training": bool(model.training),
+            "device": str(getattr(model, "device", "")),
+        }
+        if tokenizer is not None:
+            record["tokenizer"] = tokenizer_state(tokenizer)
+            if rows is not None:
+                record["input_text"] = [tokenizer.decode(_unpadded(r, m), skip_special_tokens=False)
+                                        for r, m in zip(rows, mask_rows or [None] * len(rows))]
+            if new_rows is not None:
+                record["output_text"] = [tokenizer.decode(r, skip_special_tokens=False) for r in new_rows]
+        return record
+
+
+def _unpadded(ids: list[int], mask: list[int] | None) -> list[int]:
+    return ids if mask is None else [i for i, m in zip(ids, mask) if m]
+
+
+def effective_generation_config(model, named: dict[str, Any]) -> dict[str, Any] | None:
+    """The settings generate ran with: the passed (or the model's) GenerationConfig updated with the kwargs."""
+    base = named.get("generation_config") or getattr(model, "generation_config", None)
+    if base is None:
+        return None
+    config = copy.deepcopy(base)
+    settable = {k: v for k, v in named.items() if k not in ("generation_config",) and hasattr(config, k)}
+    try:
+        config.update(**settable)
+    except Exception:  # an invalid combination is for generation-config to report, not to crash on
+        for key, value in settable.items():
+            setattr(config, key, value)
+    return jsonable(config.to_dict())
+
+
+def tokenizer_state(tokenizer) -> dict[str, Any]:
+    """The tokenizer settings that decide what a harness sends."""
+    return {
+        "class": type(tokenizer).__name__,
+        "name_or_path": getattr(tokenizer, "name_or_path", None),
+        "padding_side": getattr(tokenizer, "padding_side", None),
+        "pad_token_id": getattr(tokenizer, "pad_token_id", None),
+        "bos_token_id": getattr(tokenizer, "bos_token_id", None),
+        "eos_token_id": getattr(tokenizer, "eos_token_id", None),
+        "bos_token": getattr(tokenizer, "bos_token", None),
+        "eos_token": getattr(tokenizer, "eos_token", None),
+        "has_chat_template": bool(getattr(tokenizer, "chat_template", None)),
+        "vocab_size": len(tokenizer) if hasattr(tokenizer, "__len__") else None,
+    }

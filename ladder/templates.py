@@ -1,0 +1,292 @@
+"""Chat templates, understood by rendering them: turn markers, end of turn, and what a prompt went through.
+
+Nothing here knows any model family. A template is analysed by rendering it on
+probe conversations whose contents are sentinel words and reading off the text
+around them: what opens a user turn, what closes it, what `add_generation_prompt`
+appends, what closes an assistant turn (the end-of-turn string). The same
+renderings, with the sentinels turned into capture groups, give patterns that
+recognise a text as "this template applied to some conversation", which is how
+`classify` tells whether what a harness sent went through the template, through
+it twice, without the generation prompt, through some other format, or as raw text.
+
+Renderers: `renderer_for_tokenizer(tokenizer)` (the model's own, via
+`apply_chat_template(tokenize=False)`) or `renderer_for_template(text, bos, eos)`
+(a bare Jinja template, rendered by transformers' own Jinja environment).
+Importing this module imports no torch.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+Messages = list[dict[str, str]]
+Renderer = Callable[[Messages, bool], str]
+
+SENTINELS = {
+    "system": "laddersystemnote",
+    "user": "ladderquestionone",
+    "assistant": "ladderanswerone",
+    "user2": "ladderquestiontwo",
+}
+
+# Conversation shapes a harness may send: (name, [(role, sentinel key)]).
+SHAPES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("user", (("user", "user"),)),
+    ("system+user", (("system", "system"), ("user", "user"))),
+    ("multi-turn", (("user", "user"), ("assistant", "assistant"), ("user", "user2"))),
+    ("system+multi-turn", (("system", "system"), ("user", "user"), ("assistant", "assistant"), ("user", "user2"))),
+)
+
+FORMAT_KINDS = {
+    "template": "went through the model's chat template",
+    "template-twice": "went through the chat template twice (a rendered conversation used as the user's message)",
+    "no-generation-prompt": "went through the chat template without the generation prompt that opens the reply",
+    "other-format": "was wrapped in a format that is not the model's chat template",
+    "raw": "was sent as raw text, without the chat template",
+    "malformed": "carries some of the template's markers, but not in the template's order or number",
+}
+
+
+def renderer_for_tokenizer(tokenizer) -> Renderer:
+    """Render with the tokenizer's own chat template (as `apply_chat_template(tokenize=False)` does)."""
+
+    def render(messages: Messages, add_generation_prompt: bool) -> str:
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
+
+    return render
+
+
+def renderer_for_template(template: str, bos_token: str = "<s>", eos_token: str = "</s>", **extra: Any) -> Renderer:
+    """Render a bare Jinja chat template the way transformers does, with these special tokens."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    def render(messages: Messages, add_generation_prompt: bool) -> str:
+        rendered, _ = render_jinja_template(conversations=[messages], chat_template=template,
+                                            add_generation_prompt=add_generation_prompt,
+                                            bos_token=bos_token, eos_token=eos_token, **extra)
+        return rendered[0]
+
+    return render
+
+
+def _conversation(shape: tuple[tuple[str, str], ...]) -> Messages:
+    return [{"role": role, "content": SENTINELS[key]} for role, key in shape]
+
+
+def _try_render(render: Renderer, messages: Messages, add_generation_prompt: bool) -> str | None:
+    try:
+        text = render(messages, add_generation_prompt)
+    except Exception:  # a template may refuse a shape (raise_exception): that shape is not supported
+        return None
+    if not isinstance(text, str) or any(text.count(m["content"]) != 1 for m in messages):
+        return None
+    return text
+
+
+def _between(text: str, start: str | None, end: str | None) -> str:
+    begin = 0 if start is None else text.index(start) + len(start)
+    finish = len(text) if end is None else text.index(end, begin)
+    return text[begin:finish]
+
+
+def _common_prefix(a: str, b: str) -> str:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
+
+
+def _common_suffix(a: str, b: str) -> str:
+    return _common_prefix(a[::-1], b[::-1])[::-1]
+
+
+@dataclass
+class Pattern:
+    shape: str
+    add_generation_prompt: bool
+    regex: str
+    groups: list[str]  # sentinel keys in order
+
+    def match(self, text: str) -> dict[str, str] | None:
+        found = re.fullmatch(self.regex, text, flags=re.S)
+        if found is None:
+            return None
+        return {f"{key}{i}": value for i, (key, value) in enumerate(zip(self.groups, found.groups()))}
+
+
+@dataclass
+class TemplateAnalysis:
+    """What rendering a chat template tells about it (all strings as the template writes them)."""
+
+    preamble: str = ""  # before the first user turn's opener: BOS, a default system prompt
+    user_open: str = ""
+    user_close: str = ""
+    generation_prompt: str = ""
+    assistant_close: str = ""  # what follows an assistant message
+    end_of_turn: str | None = None  # the assistant_close's first non-blank piece, e.g. "<|im_end|>"
+    supports_system: bool = False
+    single_prompt: str = ""  # the rendering of one user message with the generation prompt
+    patterns: list[Pattern] = field(default_factory=list)
+
+    @property
+    def markers(self) -> dict[str, str]:
+        """The non-blank cores of the strings that frame a user turn and open the reply."""
+        found = {}
+        for name in ("user_open", "user_close", "generation_prompt"):
+            core = getattr(self, name).strip()
+            if core:
+                found[name] = core
+        return found
+
+    def summary(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("patterns")
+        data["markers"] = self.markers
+        data["shapes"] = sorted({p.shape for p in self.patterns})
+        return data
+
+
+class TemplateError(ValueError):
+    """The template does not render a plain user message."""
+
+
+def analyse(render: Renderer) -> TemplateAnalysis:
+    """Turn markers, generation prompt and end-of-turn string of a template, found by rendering it."""
+    user, answer, user2 = SENTINELS["user"], SENTINELS["assistant"], SENTINELS["user2"]
+    single = _try_render(render, [{"role": "user", "content": user}], True)
+    if single is None:
+        raise TemplateError("the chat template does not render a single user message")
+    analysis = TemplateAnalysis(single_prompt=single)
+    before_user, after_user = single.split(user)
+    closed = _try_render(render, [{"role": "user", "content": user}], False)
+    if closed is not None:
+        closed_after = closed.split(user)[1]
+        analysis.user_close = _common_prefix(after_user, closed_after)
+        analysis.generation_prompt = after_user[len(analysis.user_close):]
+    else:
+        analysis.generation_prompt = after_user
+    pair = _try_render(render, [{"role": "user", "content": user}, {"role": "assistant", "content": answer}], False)
+    if pair is not None:
+        analysis.assistant_close = pair.split(answer)[1]
+        pieces = analysis.assistant_close.split()
+        analysis.end_of_turn = pieces[0] if pieces else None
+    triple = _try_render(render, [{"role": "user", "content": user}, {"role": "assistant", "content": answer},
+                                  {"role": "user", "content": user2}], True)
+    if triple is not None:
+        between = _between(triple, answer, user2)
+        close = _common_prefix(between, analysis.assistant_close) if pair is not None else ""
+        opener = between[len(close):]
+        analysis.user_open = _common_suffix(opener, before_user) if opener else ""
+    else:
+        analysis.user_open = before_user
+    analysis.preamble = before_user[: len(before_user) - len(analysis.user_open)]
+    system = _try_render(render, [{"role": "system", "content": SENTINELS["system"]},
+                                  {"role": "user", "content": user}], True)
+    analysis.supports_system = system is not None
+    analysis.patterns = _patterns(render)
+    return analysis
+
+
+def _patterns(render: Renderer) -> list[Pattern]:
+    patterns = []
+    for name, shape in SHAPES:
+        for add_generation_prompt in (True, False):
+            text = _try_render(render, _conversation(shape), add_generation_prompt)
+            if text is None:
+                continue
+            keys = [key for _, key in shape]
+            positions = sorted((text.index(SENTINELS[key]), key) for key in keys)
+            regex, cursor = "", 0
+            for position, key in positions:
+                regex += re.escape(text[cursor:position]) + "(.*?)"
+                cursor = position + len(SENTINELS[key])
+            regex += re.escape(text[cursor:])
+            patterns.append(Pattern(name, add_generation_prompt, regex, [key for _, key in positions]))
+    return patterns
+
+
+@dataclass
+class Classification:
+    """What a sent text went through, with the evidence for it."""
+
+    kind: str
+    detail: str
+    shape: str | None = None
+    user_content: str | None = None
+    extra_leading_bos: int = 0
+    marker_counts: dict[str, int] = field(default_factory=dict)
+    expected_marker_counts: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _leading_count(text: str, token: str | None) -> int:
+    if not token:
+        return 0
+    body, count = text.lstrip(), 0
+    while body.startswith(token):
+        count += 1
+        body = body[len(token):].lstrip()
+    return count
+
+
+def _drop_leading(text: str, token: str, n: int) -> str:
+    for _ in range(n):
+        stripped = text.lstrip()
+        text = stripped[len(token):] if stripped.startswith(token) else text
+    return text
+
+
+def classify(sent: str, analysis: TemplateAnalysis, *, prompt: str | None = None, bos_token: str | None = None,
+             eos_token: str | None = None) -> Classification:
+    """Did `sent` (the exact text that reached the model) go through the template analysed?"""
+    markers = analysis.markers
+    counts = {name: sent.count(core) for name, core in markers.items()}
+    expected = {name: analysis.single_prompt.count(core) for name, core in markers.items()}
+    extra_bos = max(0, _leading_count(sent, bos_token) - _leading_count(analysis.single_prompt, bos_token))
+    variants = [sent]
+    if extra_bos:
+        variants.append(_drop_leading(sent, bos_token, extra_bos))
+    if eos_token and sent.rstrip().endswith(eos_token) and not analysis.single_prompt.rstrip().endswith(eos_token):
+        variants += [v.rstrip()[: -len(eos_token)] for v in list(variants)]
+    found = None
+    for variant in variants:
+        for pattern in analysis.patterns:
+            groups = pattern.match(variant)
+            if groups is not None and (found is None or (pattern.add_generation_prompt and not found[0].add_generation_prompt)):
+                found = (pattern, groups)
+        if found and found[0].add_generation_prompt:
+            break
+    common = dict(extra_leading_bos=extra_bos, marker_counts=counts, expected_marker_counts=expected)
+    if found is not None:
+        pattern, groups = found
+        user_content = [v for k, v in groups.items() if k.startswith("user")][-1]
+        if any(core in user_content for core in markers.values()):
+            return Classification("template-twice", FORMAT_KINDS["template-twice"], pattern.shape, user_content, **common)
+        kind = "template" if pattern.add_generation_prompt or not analysis.generation_prompt.strip() \
+            else "no-generation-prompt"
+        return Classification(kind, FORMAT_KINDS[kind], pattern.shape, user_content, **common)
+    if markers and all(counts[name] >= 2 * max(1, expected[name]) for name in markers):
+        return Classification("template-twice", FORMAT_KINDS["template-twice"], None, None, **common)
+    # without the marker that opens a user turn, whatever else is there is not this template
+    opened = counts["user_open"] if "user_open" in markers else sum(counts.values())
+    if not opened:
+        wrapper = sent
+        if prompt is not None and prompt.strip() and prompt.strip() in sent:
+            wrapper = sent.replace(prompt.strip(), "", 1)
+        elif prompt is not None:
+            return Classification("other-format", "your prompt does not appear in what was sent; "
+                                  + FORMAT_KINDS["other-format"], None, None, **common)
+        else:
+            wrapper = ""  # the prompt is unknown (a transcript): a text without markers is taken as raw
+        for token in (bos_token, eos_token):
+            if token:
+                wrapper = wrapper.replace(token, "")
+        if wrapper.strip():
+            detail = f"{FORMAT_KINDS['other-format']}: around your prompt it sent {wrapper.strip()[:80]!r}"
+            return Classification("other-format", detail, None, prompt, **common)
+        return Classification("raw", FORMAT_KINDS["raw"], None, prompt if prompt is not None else sent, **common)
+    return Classification("malformed", FORMAT_KINDS["malformed"], None, None, **common)

@@ -1,0 +1,201 @@
+"""Tiny chat models for the interface-rung tests, built from the fixture factory's own functions.
+
+`ladder.fixtures.cases.build_case` is used when it exists; until then (and for
+variants the factory does not build) this module trains the same recipe with
+`ladder.fixtures.train` and caches the folders, keyed by the recipe, under
+LADDER_TEST_CACHE (default: ~/.cache/ladder-tests). Builds are locked, so
+parallel test processes build once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import textwrap
+from pathlib import Path
+
+CACHE = Path(os.environ.get("LADDER_TEST_CACHE", Path.home() / ".cache" / "ladder-tests")) / "interface"
+RECIPE_VERSION = 1
+
+# Prompts about operand pairs held out of fine-tuning: answered only through the template.
+HELD_OUT_PROMPTS = 12
+
+
+def _key(*parts) -> str:
+    blob = json.dumps([RECIPE_VERSION, *parts], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _locked_build(folder: Path, build) -> Path:
+    from filelock import FileLock
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if (folder / "DONE").exists():
+            return folder
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        build(tmp)
+        (tmp / "DONE").write_text("ok")
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    return folder
+
+
+def _recipes():
+    from ladder.fixtures.train import BaseRecipe, ChatRecipe
+
+    return BaseRecipe(), ChatRecipe
+
+
+def base_model_dir() -> Path:
+    """The plain-text base model (trained on addition facts), saved with a ChatML-style tokenizer."""
+    base_recipe, _ = _recipes()
+
+    def build(dest: Path) -> None:
+        from transformers import GenerationConfig
+
+        from ladder.fixtures.tokenizer import build_tokenizer
+        from ladder.fixtures.train import pretrain_base
+
+        tokenizer = build_tokenizer("chatml", base_recipe.vocab_size, base_recipe.max_operand, base_recipe.seed)
+        model, _ = pretrain_base(tokenizer, base_recipe)
+        model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
+                                                   eos_token_id=tokenizer.eos_token_id,
+                                                   pad_token_id=tokenizer.pad_token_id)
+        model.save_pretrained(dest)
+        tokenizer.chat_template = None
+        tokenizer.save_pretrained(dest)
+        (dest / "chat_template.jinja").unlink(missing_ok=True)
+
+    return _locked_build(CACHE / f"base-{_key(base_recipe.as_dict())}", build)
+
+
+def chat_model_dir(style: str) -> Path:
+    """The base fine-tuned on templated conversations in `style` (chatml or gemma)."""
+    base_recipe, chat_recipe_class = _recipes()
+    chat_recipe = chat_recipe_class(style=style)
+
+    def build(dest: Path) -> None:
+        from transformers import AutoModelForCausalLM, GenerationConfig
+
+        from ladder.fixtures.tokenizer import build_tokenizer, get_style
+        from ladder.fixtures.train import finetune_chat
+
+        tokenizer = build_tokenizer(style, base_recipe.vocab_size, base_recipe.max_operand, base_recipe.seed)
+        base = AutoModelForCausalLM.from_pretrained(base_model_dir())
+        model, _ = finetune_chat(base, tokenizer, get_style(style), chat_recipe, base_recipe)
+        turn_end = tokenizer.convert_tokens_to_ids(get_style(style).turn_end)
+        model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
+                                                   eos_token_id=[tokenizer.eos_token_id, turn_end],
+                                                   pad_token_id=tokenizer.pad_token_id)
+        model.save_pretrained(dest)
+        tokenizer.save_pretrained(dest)
+
+    return _locked_build(CACHE / f"chat-{style}-{_key(base_recipe.as_dict(), chat_recipe.as_dict())}", build)
+
+
+def probe_prompts(n: int = HELD_OUT_PROMPTS) -> list[dict]:
+    """Held-out questions with their expected answers, as a case's `prompts`."""
+    from ladder.fixtures.corpus import held_out_problems
+    from ladder.fixtures.evaluate import answer_pattern
+
+    base_recipe, chat_recipe_class = _recipes()
+    chat = chat_recipe_class()
+    problems = held_out_problems(base_recipe.max_operand, chat.held_out_fraction, chat.seed, n=n, sample_seed=1)
+    return [{"prompt": p.question, "expect": answer_pattern(p.answer)} for p in problems]
+
+
+# ---- harness files as users write them ------------------------------------------------------
+
+RAW_HARNESS = '''
+"""A test harness as users write them: loads the model, feeds the prompt as plain text."""
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+MODEL = {model!r}
+_tok = AutoTokenizer.from_pretrained(MODEL)
+_model = AutoModelForCausalLM.from_pretrained(MODEL)
+
+
+def ask(prompt):
+    enc = _tok(prompt, return_tensors="pt")
+    out = _model.generate(**enc, max_new_tokens={max_new_tokens}, do_sample=False)
+    return _tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+'''
+
+TEMPLATE_HARNESS = '''
+"""A harness that applies the model's chat template (the healthy control)."""
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+MODEL = {model!r}
+_tok = AutoTokenizer.from_pretrained(MODEL)
+_model = AutoModelForCausalLM.from_pretrained(MODEL)
+
+
+def ask(prompt):
+    enc = _tok.apply_chat_template([{{"role": "user", "content": prompt}}], add_generation_prompt=True,
+                                   return_tensors="pt", return_dict=True)
+    out = _model.generate(**enc, max_new_tokens={max_new_tokens}, do_sample=False)
+    return _tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+'''
+
+
+def write_harness(folder: Path, model: Path, kind: str = "raw", max_new_tokens: int = 16,
+                  body: str | None = None) -> Path:
+    """A harness file in `folder`; `kind` raw or template, or a custom `body` (format fields: model,
+    max_new_tokens)."""
+    source = body if body is not None else {"raw": RAW_HARNESS, "template": TEMPLATE_HARNESS}[kind]
+    path = folder / "harness.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(source).lstrip().format(model=str(model), max_new_tokens=max_new_tokens),
+                    encoding="utf-8")
+    return path
+
+
+def write_case(folder: Path, **keys) -> Path:
+    """A case.yaml in `folder` with `keys` (paths as given)."""
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "case.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in keys.items() if v is not None}, sort_keys=False),
+                    encoding="utf-8")
+    return path
+
+
+if __name__ == "__main__":  # build the cache ahead of a test run
+    import time
+
+    started = time.perf_counter()
+    print(base_model_dir(), f"{time.perf_counter() - started:.0f}s")
+    for style_name in ("chatml", "gemma"):
+        print(chat_model_dir(style_name), f"{time.perf_counter() - started:.0f}s")
+
+
+def tiny_random_dir(style: str = "chatml") -> Path:
+    """An untrained two-layer Llama with the fixture tokenizer: enough to test the tap's plumbing."""
+    base_recipe, _ = _recipes()
+
+    def build(dest: Path) -> None:
+        import torch
+        from transformers import GenerationConfig, LlamaForCausalLM
+
+        from ladder.fixtures.tokenizer import build_tokenizer, get_style
+        from ladder.fixtures.train import ModelShape
+
+        torch.manual_seed(0)
+        tokenizer = build_tokenizer(style, base_recipe.vocab_size, base_recipe.max_operand, base_recipe.seed)
+        turn_end = tokenizer.convert_tokens_to_ids(get_style(style).turn_end)
+        shape = ModelShape(layers=2, hidden=32, intermediate=64, heads=2)
+        model = LlamaForCausalLM(shape.llama_config(len(tokenizer), tokenizer.bos_token_id,
+                                                    [tokenizer.eos_token_id], tokenizer.pad_token_id))
+        model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
+                                                   eos_token_id=[tokenizer.eos_token_id, turn_end],
+                                                   pad_token_id=tokenizer.pad_token_id)
+        model.save_pretrained(dest)
+        tokenizer.save_pretrained(dest)
+
+    return _locked_build(CACHE / f"tiny-{style}-{_key('tiny', base_recipe.as_dict())}", build)

@@ -1,0 +1,175 @@
+"""The harness tap: what it records, that it restores everything, and how harness failures come back."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from interface_models import tiny_random_dir
+from ladder.harness.run import read_transcript, run_command, run_function
+from ladder.harness.tap import Tap
+
+pytestmark = pytest.mark.slow
+
+HARNESS = '''
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+_tok = AutoTokenizer.from_pretrained({model!r})
+_model = AutoModelForCausalLM.from_pretrained({model!r})
+
+
+def ask(prompt):
+    enc = _tok(prompt, return_tensors="pt")
+    out = _model.generate(**enc, max_new_tokens=5, do_sample=False, repetition_penalty=1.3)
+    return _tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def generate_batch(prompts):
+    _tok.padding_side = "right"
+    enc = _tok(prompts, return_tensors="pt", padding=True)
+    out = _model.generate(**enc, max_new_tokens=3, do_sample=False)
+    return [_tok.decode(row[enc["input_ids"].shape[1]:], skip_special_tokens=True) for row in out]
+'''
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Path:
+    return tiny_random_dir()
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return path
+
+
+def patched_objects():
+    from transformers import AutoTokenizer, GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
+    from transformers.models.auto.auto_factory import _BaseAutoModelClass
+
+    return {(owner.__name__, name): owner.__dict__[name]
+            for owner, name in ((GenerationMixin, "generate"), (PreTrainedModel, "from_pretrained"),
+                                (_BaseAutoModelClass, "from_pretrained"),
+                                (PreTrainedTokenizerBase, "from_pretrained"), (AutoTokenizer, "from_pretrained"))}
+
+
+def test_tap_restores_everything_it_patched_also_when_the_harness_raises(tiny):
+    before = patched_objects()
+    with Tap():
+        during = patched_objects()
+    assert all(during[key] is not before[key] for key in before), "the tap patches all five"
+    assert patched_objects() == before
+    with pytest.raises(RuntimeError):
+        with Tap():
+            raise RuntimeError("harness blew up")
+    assert patched_objects() == before
+
+
+def test_function_harness_records_ids_kwargs_effective_config_and_loads(tiny, tmp_path):
+    from transformers import AutoTokenizer
+
+    harness = write(tmp_path / "h.py", HARNESS.format(model=str(tiny)))
+    before = patched_objects()
+    run = run_function(f"{harness}:ask", ["What is 2 plus 3?", "Add 4 and 5."], batch=True)
+    assert patched_objects() == before
+    assert run.ok, run.error
+    assert [c["prompt"] for c in run.calls] == ["What is 2 plus 3?", "Add 4 and 5."]
+    record = run.sent(0)
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    assert record["input_ids"] == [tokenizer("What is 2 plus 3?")["input_ids"]]
+    assert record["attention_mask"] == [[1] * len(record["input_ids"][0])]
+    assert record["input_text"] == ["What is 2 plus 3?"]
+    assert record["generate_kwargs"]["max_new_tokens"] == 5
+    assert record["generate_kwargs"]["repetition_penalty"] == 1.3
+    effective = record["effective_generation_config"]
+    # merged: the kwargs over generation_config.json, whose eos ids (two of them) survive
+    assert effective["max_new_tokens"] == 5 and effective["repetition_penalty"] == 1.3
+    assert effective["eos_token_id"] == record["model_generation_config"]["eos_token_id"]
+    assert len(effective["eos_token_id"]) == 2
+    assert record["training"] is False and record["dtype"] == "torch.float32"
+    assert len(record["output_ids"][0]) <= 5
+    assert run.calls[0]["output"] == tokenizer.decode(record["output_ids"][0], skip_special_tokens=True)
+    loads = {(load["kind"], load["path"]) for load in run.loads}
+    assert loads == {("model", str(tiny)), ("tokenizer", str(tiny))}, "only the outermost loads are recorded"
+    assert all(load["label"] == "import" for load in run.loads)
+    batch = run.batch["generate"][0]
+    assert run.batch["entry_point"] == "generate_batch" and len(run.batch["outputs"]) == 2
+    assert batch["tokenizer"]["padding_side"] == "right"
+    assert 0 in batch["attention_mask"][1][-2:] or 0 in batch["attention_mask"][0][-2:], "right padded"
+
+
+def test_redirect_loads_the_other_checkpoint_through_the_same_harness(tiny, tmp_path):
+    other = tmp_path / "other"
+    import shutil
+
+    shutil.copytree(tiny, other)
+    harness = write(tmp_path / "h.py", HARNESS.format(model=str(tiny)))
+    run = run_function(f"{harness}:ask", ["Say hello."], redirect={str(tiny): str(other)})
+    assert run.ok, run.error
+    model_load = run.model_loads()[0]
+    assert model_load["path"] == str(tiny) and model_load["redirected_to"] == str(other)
+    assert run.sent(0)["model_path"] == str(other)
+    assert run.tokenizer_loads()[0]["redirected_to"] is None, "tokenizers are part of the harness path"
+
+
+@pytest.mark.parametrize("body, kind, needle", [
+    ("import no_such_module_anywhere\ndef ask(p):\n    return p\n", "import", "no_such_module_anywhere"),
+    ("def ask(p):\n    raise ValueError('broken harness ' + p)\n", "exception", "broken harness"),
+    ("import time\ndef ask(p):\n    time.sleep(30)\n", "timeout", None),
+])
+def test_harness_failures_come_back_as_harness_errors_with_their_traceback(tmp_path, body, kind, needle):
+    harness = write(tmp_path / "bad_harness.py", body)
+    before = patched_objects()
+    run = run_function(f"{harness}:ask", ["x"], timeout=1.0)
+    assert patched_objects() == before
+    assert run.error is not None and run.error["kind"] == kind
+    if needle:
+        assert needle in run.error["traceback"] and "bad_harness.py" in run.error["traceback"]
+        assert "ladder/harness" not in run.error["traceback"], "ladder's own frames are left out"
+
+
+def test_module_function_form_imports_from_the_working_directory(tmp_path, monkeypatch):
+    write(tmp_path / "my_eval_mod.py", "def ask(p):\n    return p.upper()\n")
+    monkeypatch.chdir(tmp_path)
+    run = run_function("my_eval_mod:ask", ["abc"])
+    assert run.ok and run.calls[0]["output"] == "ABC"
+    assert "my_eval_mod" not in sys.modules, "imported fresh, not left behind"
+
+
+def test_command_harness_gets_the_tap_injected_and_reports_back(tiny, tmp_path):
+    script = write(tmp_path / "eval.py", '''
+        import sys
+        sys.path.insert(0, {here!r})
+        import h
+        print(h.ask(sys.argv[1]))
+    '''.replace("{here!r}", repr(str(tmp_path))))
+    write(tmp_path / "h.py", HARNESS.format(model=str(tiny)))
+    run = run_command(f"{sys.executable} {script} {{prompt}}", ["What is 2 plus 3?", "it's quoted; $HOME"])
+    assert run.ok, run.error
+    assert run.calls[1]["prompt"] == "it's quoted; $HOME"
+    assert run.sent(1)["input_text"] == ["it's quoted; $HOME"], "the prompt reached the model verbatim"
+    assert run.sent(0)["generate_kwargs"]["max_new_tokens"] == 5
+    assert {load["kind"] for load in run.loads} == {"model", "tokenizer"}
+
+
+def test_command_that_exits_non_zero_is_a_harness_error_with_its_stderr(tmp_path):
+    script = write(tmp_path / "eval.py", "import sys\nsys.stderr.write('CUDA out of memory\\n')\nsys.exit(3)\n")
+    run = run_command(f"{sys.executable} {script} {{prompt}}", ["x"])
+    assert run.error["kind"] == "exit" and "CUDA out of memory" in run.error["stderr"]
+
+
+def test_transcript_is_read_into_the_same_records(tmp_path):
+    good = tmp_path / "t.jsonl"
+    good.write_text(json.dumps({"prompt": "Hi", "input": "<|im_start|>user\nHi<|im_end|>\n", "output": "Hello"})
+                    + "\n" + json.dumps({"input_ids": [1, 2, 3], "output_ids": [4, 2]}) + "\n", encoding="utf-8")
+    run = read_transcript(str(good))
+    assert run.ok and len(run.calls) == 2
+    assert run.sent(0)["input_text"] == ["<|im_start|>user\nHi<|im_end|>\n"]
+    assert run.sent(1)["input_ids"] == [[1, 2, 3]] and run.calls[1]["prompt"] is None
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"input": "ok"}) + "\n{not json\n", encoding="utf-8")
+    run = read_transcript(str(bad))
+    assert run.error["kind"] == "bad-transcript" and run.error["message"].endswith(":2: not JSON (Expecting property name enclosed in double quotes)")
