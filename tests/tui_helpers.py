@@ -29,10 +29,10 @@ class PathParams(BaseModel):
 
 
 def _work(ctx: ProbeContext) -> None:
-    steps = max(int(ctx.params.sleep / 0.02), 0)
+    steps = max(int(ctx.params.sleep / 0.1), 0)
     for step in range(steps):
         ctx.progress(f"step {step + 1} of {steps}", (step + 1) / steps)
-        time.sleep(0.02)
+        time.sleep(0.1)
 
 
 class FilePresent(Probe):

@@ -73,5 +73,5 @@ def build_app(args) -> LadderApp:
 
 def run_tui(args) -> int:
     app = build_app(args)
-    code = app.run()
-    return code if isinstance(code, int) else 0
+    app.run()
+    return app.return_code or 0

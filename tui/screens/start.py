@@ -34,4 +34,4 @@ class StartScreen(Screen[None]):
         yield Footer()
 
     def action_quit(self) -> None:
-        self.app.exit(EXIT_BAD_INPUT)
+        self.app.exit(EXIT_BAD_INPUT, return_code=EXIT_BAD_INPUT)

@@ -74,6 +74,7 @@ class WalkScreen(Screen[None]):
         self.busy = False
         self.cancel_event: threading.Event | None = None
         self.progress: dict[str, tuple[str, float | None]] = {}
+        self._progress_dirty = False
         self._ancestors = {rung.id: ancestors(ladder.rungs, rung.id) for rung in ladder.rungs}
 
     # ---- layout ------------------------------------------------------------------------------
@@ -136,6 +137,10 @@ class WalkScreen(Screen[None]):
     def _tick(self) -> None:
         if self.running:
             self.ladder_list.tick()
+        if self._progress_dirty:
+            self._progress_dirty = False
+            if self.running and self.selected == self.running:
+                self._refresh_detail()
 
     def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
         self._refresh_detail()
@@ -158,11 +163,9 @@ class WalkScreen(Screen[None]):
             self.ladder_list.set_state(event.rung.id, RUNNING)
             self.ladder_list.select_rung(event.rung.id)  # follow the walk: its evidence comes here
         elif isinstance(event, RungProgress):
-            if event.rung.id != self.running:
-                return
-            self.progress[event.rung.id] = (event.message, event.fraction)
-            if self.selected == event.rung.id:
-                self._refresh_detail()
+            if event.rung.id == self.running:  # shown by the next tick: a chatty probe costs nothing
+                self.progress[event.rung.id] = (event.message, event.fraction)
+                self._progress_dirty = True
             return
         elif isinstance(event, RungFinished):
             self.results[event.rung.id] = event.result

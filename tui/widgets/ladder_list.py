@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.text import Text
+from textual import events
 from textual.binding import Binding
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
@@ -50,6 +51,16 @@ class LadderList(OptionList):
         dim = state in (Status.NOT_RUN, Status.BLOCKED, Status.SKIP)
         return Text.assemble(glyph(state, self.frame), f" {self.positions[rung_id]:>2} ",
                              (rung_id, "grey62" if dim else ""))
+
+    async def _on_click(self, event: events.Click) -> None:
+        """A click selects a rung; a double click runs it (as enter does). Running a probe
+        is never a side effect of looking at a rung."""
+        event.prevent_default()  # OptionList's own handler would select (run) on every click
+        clicked = event.style.meta.get("option")
+        if clicked is not None and not self.options[clicked].disabled:
+            self.highlighted = clicked
+            if event.chain >= 2:
+                self.action_select()
 
     def set_state(self, rung_id: str, state: Status | str) -> None:
         if self.states.get(rung_id) != state:
