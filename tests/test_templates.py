@@ -1,0 +1,113 @@
+"""Chat template analysis by rendering, on the real templates in ../shared and the fixture factory's two styles."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from ladder.fixtures.tokenizer import TEMPLATE_STYLES
+from ladder.templates import analyse, classify, renderer_for_template
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "real_chat_templates" / "chat_templates"
+BOS, EOS = "<s>", "</s>"
+QUESTION = "What is 2 plus 3?"
+
+
+def _renderers():
+    found = {}
+    for path in sorted(REAL.glob("*.jinja")):
+        text = path.read_text(encoding="utf-8")
+        found[path.stem] = renderer_for_template(text, BOS, EOS)
+        # the source repository's own usage strips its indentation and newlines
+        found[f"{path.stem}-compact"] = renderer_for_template(text.replace("    ", "").replace("\n", ""), BOS, EOS)
+    for style in TEMPLATE_STYLES.values():
+        found[f"fixture-{style.name}"] = renderer_for_template(style.chat_template, BOS, EOS)
+    return found
+
+
+RENDERERS = _renderers()
+ANALYSES = {name: analyse(render) for name, render in RENDERERS.items()}
+
+
+def user(text):
+    return [{"role": "user", "content": text}]
+
+
+def test_the_real_templates_are_there():
+    assert len(list(REAL.glob("*.jinja"))) >= 10
+
+
+@pytest.mark.parametrize("name", sorted(RENDERERS))
+def test_markers_and_end_of_turn_are_read_off_the_rendering(name):
+    render, analysis = RENDERERS[name], ANALYSES[name]
+    sends = render(user(QUESTION), True)
+    markers = analysis.markers
+    assert "user_open" in markers, "every template frames the user's turn somehow"
+    assert markers["user_open"] in sends and sends.index(markers["user_open"]) < sends.index(QUESTION)
+    if "generation_prompt" in markers:
+        assert sends.rstrip().endswith(markers["generation_prompt"])
+        assert markers["generation_prompt"] not in render(user(QUESTION), False)
+    pair = render(user(QUESTION) + [{"role": "assistant", "content": "five"}], False)
+    if analysis.end_of_turn is not None:
+        assert pair.split("five", 1)[1].lstrip().startswith(analysis.end_of_turn)
+    else:
+        assert not pair.split("five", 1)[1].strip(), "no end-of-turn string only when nothing follows the reply"
+
+
+@pytest.mark.parametrize("name", sorted(RENDERERS))
+def test_what_a_harness_sent_is_classified(name):
+    render, analysis = RENDERERS[name], ANALYSES[name]
+    sends = render(user(QUESTION), True)
+
+    def kind(text, prompt=QUESTION):
+        return classify(text, analysis, prompt=prompt, bos_token=BOS, eos_token=EOS)
+
+    assert kind(sends).kind == "template"
+    assert kind(sends).user_content.strip() == QUESTION
+    assert kind(QUESTION).kind == "raw"
+    assert kind(BOS + QUESTION).kind == "raw", "a BOS the tokenizer adds does not make a format"
+    assert kind(render(user(sends), True)).kind == "template-twice"
+    doubled = kind(BOS + sends)
+    assert doubled.kind == "template"
+    if sends.lstrip().startswith(BOS):
+        assert doubled.extra_leading_bos == 1
+    if analysis.generation_prompt.strip():
+        assert kind(render(user(QUESTION), False)).kind == "no-generation-prompt"
+    system = render([{"role": "system", "content": "Be brief."}] + user(QUESTION), True)
+    assert kind(system).kind == "template", "a system message of the harness's own is still the template"
+    assert kind("Question: " + QUESTION + "\nAnswer:").kind == "other-format"
+    # a transcript without the user's prompt: classified from the text alone
+    assert classify(sends, analysis, bos_token=BOS, eos_token=EOS).kind == "template"
+    assert classify(QUESTION, analysis, bos_token=BOS, eos_token=EOS).kind == "raw"
+
+
+def _bare(text: str) -> str:
+    return re.sub(r"\s+", "", text.replace(BOS, ""))
+
+
+def test_another_familys_template_is_not_taken_for_this_one():
+    confusions = []
+    for mine, analysis in ANALYSES.items():
+        for theirs, render in RENDERERS.items():
+            if mine == theirs:
+                continue
+            sent = render(user(QUESTION), True)
+            found = classify(sent, analysis, prompt=QUESTION, bos_token=BOS, eos_token=EOS)
+            same_text = _bare(sent) == _bare(RENDERERS[mine](user(QUESTION), True))
+            if found.kind == "template" and not same_text and found.shape != "system+user":
+                confusions.append((mine, theirs))
+    # allowed only where both render the same text, or "theirs" is mine plus a default system prompt
+    assert confusions == []
+    chatml_vs_gemma = classify(RENDERERS["fixture-gemma"](user(QUESTION), True), ANALYSES["fixture-chatml"],
+                               prompt=QUESTION, bos_token=BOS, eos_token=EOS)
+    assert chatml_vs_gemma.kind == "other-format"
+
+
+def test_fixture_styles_markers():
+    chatml, gemma = ANALYSES["fixture-chatml"], ANALYSES["fixture-gemma"]
+    assert chatml.end_of_turn == TEMPLATE_STYLES["chatml"].turn_end
+    assert gemma.end_of_turn == TEMPLATE_STYLES["gemma"].turn_end
+    assert gemma.preamble == BOS and chatml.preamble == ""
+    assert chatml.generation_prompt == TEMPLATE_STYLES["chatml"].generation_prompt
