@@ -80,8 +80,10 @@ class MinHasher:
         rng = np.random.default_rng(seed)
         self.np = np
         self.ngram = ngram
-        self.a = rng.integers(1, 1 << 32, size=(permutations, 1), dtype=np.uint64)
-        self.b = rng.integers(0, 1 << 32, size=(permutations, 1), dtype=np.uint64)
+        # multipliers of full width: the products wrap around 2**64 and so scramble the order of
+        # the n-gram hashes (small multipliers would keep it, and every permutation would pick the same min)
+        self.a = rng.integers(1, self.PRIME, size=(permutations, 1), dtype=np.uint64)
+        self.b = rng.integers(0, self.PRIME, size=(permutations, 1), dtype=np.uint64)
 
     def signature(self, text: str):
         np = self.np
