@@ -39,10 +39,14 @@ def load_config(path: str | Path) -> ConfigFile:
         raise ConfigError(f"{path.name}: cannot read as {suffix[1:].upper()}: {exc}") from None
     from ladder.yamlpos import load_yaml_mapping
 
+    import yaml
+
     try:
         values, positions = load_yaml_mapping(path, "training config")
     except InputError as exc:
         raise ConfigError(str(exc)) from None
+    except yaml.YAMLError as exc:  # e.g. control characters, rejected before parsing starts
+        raise ConfigError(f"{path.name}: malformed YAML: {str(exc).splitlines()[0]}") from None
     lines = {tuple(str(p) for p in loc): pos[0] for loc, pos in positions.items()
              if loc and isinstance(loc[-1], str) and not loc[-1].startswith("\0")}
     return ConfigFile(path, values, lines)
