@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from helpers import engine_registry, write
+from helpers import write
 from ladder.case import Case
 from ladder.cli import build_parser
 from ladder.errors import InputError
@@ -26,7 +26,7 @@ from ladder.tui.screens.start import StartScreen
 from ladder.tui.widgets.evidence import (EvidenceTable, SeriesPlot, SideBySide, bucketed, evidence_widgets,
                                          pair_sides)
 from ladder.tui.widgets.status import RUNNING
-from tui_helpers import make_case, make_ladder, tui_registry, write_case_files
+from tui_helpers import make_case, make_ladder, settle, tui_registry, wait_for, write_case_files
 
 SIZE = (100, 34)
 
@@ -50,24 +50,6 @@ def walk_case(tmp_path):
 def make_app(walk_case, tmp_path) -> LadderApp:
     ladder, case, registry = walk_case
     return LadderApp(ladder, case, registry, export_dir=tmp_path / "out")
-
-
-async def settle(pilot, timeout: float = 30) -> None:
-    """Wait until no rung runs and every runner event has reached the screen."""
-    deadline = time.monotonic() + timeout
-    await pilot.pause()
-    while pilot.app.walk.busy:
-        assert time.monotonic() < deadline, "the walk did not finish"
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause(0.02)
-    await pilot.pause()
-
-
-async def wait_for(pilot, condition, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        await pilot.pause(0.02)
 
 
 def shown_states(app) -> dict[str, str]:

@@ -196,3 +196,24 @@ def make_ladder(root: Path, registry: ProbeRegistry, *, extra: str = "") -> Ladd
 
 def make_case(root: Path) -> Case:
     return Case(model=str(root / "model"), base=str(root / "base"), harness=f"{root / 'harness.py'}:generate")
+
+
+# ---- driving the app in tests -------------------------------------------------------------------
+
+
+async def settle(pilot, timeout: float = 30) -> None:
+    """Wait until no rung runs and every runner event has reached the screen."""
+    deadline = time.monotonic() + timeout
+    await pilot.pause()
+    while pilot.app.walk.busy:
+        assert time.monotonic() < deadline, "the walk did not finish"
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause(0.02)
+    await pilot.pause()
+
+
+async def wait_for(pilot, condition, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await pilot.pause(0.02)

@@ -22,6 +22,7 @@ KEYS = [
     ("f", "\"I fixed it\": reload, re-run this rung and reset every rung below it"),
     ("r", "re-run the selected rung"),
     ("c / escape", "cancel the running rung"),
+    ("space", "page through a long rung's evidence (or tab to it and scroll)"),
     ("e", "export the report (JSON + Markdown)"),
     ("?", "this help"),
     ("q", "quit (asks first while a probe runs)"),

@@ -57,6 +57,7 @@ class WalkScreen(Screen[None]):
         Binding("r", "rerun", "re-run"),
         Binding("c,escape", "cancel", "cancel", key_display="c"),
         Binding("e", "export", "export"),
+        Binding("space", "page_detail", "page", show=False),
         Binding("question_mark", "help", "help", key_display="?"),
         Binding("q", "quit", "quit"),
     ]
@@ -344,6 +345,9 @@ class WalkScreen(Screen[None]):
             return
         self.notify(f"{json_path}\n{md_path}", title="report written", timeout=15)
         self.last_export = (json_path, md_path)
+
+    def action_page_detail(self) -> None:
+        self.query_one(RungDetail).page_down_or_top()
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen())

@@ -52,6 +52,13 @@ def verdict_text(view: RungView) -> Text:
 class RungDetail(VerticalScroll):
     """Fixed parts updated in place; the evidence is rebuilt only when the result changes."""
 
+    def page_down_or_top(self) -> None:
+        """space: the next page of a long rung, then back to its top."""
+        if self.scroll_y >= self.max_scroll_y:
+            self.scroll_home(animate=False)
+        else:
+            self.scroll_page_down(animate=False)
+
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._shown: tuple[str, int] | None = None  # (rung id, id of the result object)
@@ -64,13 +71,12 @@ class RungDetail(VerticalScroll):
             yield ProgressBar(total=None, show_eta=False, id="rung-progress-bar")
             yield Label(id="rung-progress-message")
         yield Static(id="rung-culprit-fix", classes="culprit")
-        yield Label(Text("Why it matters", style="bold"), classes="detail-heading")
-        yield Static(id="rung-why")
+        # the evidence comes right under the verdict: it is what a person came to see
         yield Vertical(id="rung-evidence")
         traceback = Static(id="rung-traceback")
         traceback.border_title = "traceback: the probe crashed"
         yield traceback
-        yield Label(Text("Fix", style="bold"), classes="detail-heading", id="rung-fix-heading")
+        yield Static(id="rung-why")
         yield Static(id="rung-fix")
 
     def show(self, view: RungView) -> None:
@@ -79,13 +85,13 @@ class RungDetail(VerticalScroll):
             (f"{view.position}/{view.total}  ", "dim"), (rung.id, "bold"), ("  " + rung.tier.value, "dim")))
         self.query_one("#rung-hypothesis", Static).update(Text(rung.title, style="italic"))
         self.query_one("#rung-verdict", Static).update(verdict_text(view))
-        self.query_one("#rung-why", Static).update(Text(" ".join(rung.why.split())))
-        self.query_one("#rung-fix", Static).update(Text(" ".join(rung.fix.split())))
+        self.query_one("#rung-why", Static).update(Text.assemble(("Why it matters: ", "bold"),
+                                                                 " ".join(rung.why.split())))
+        self.query_one("#rung-fix", Static).update(Text.assemble(("Fix: ", "bold"), " ".join(rung.fix.split())))
         failed = view.result is not None and view.result.status is Status.FAIL and view.state != RUNNING
         culprit_fix = self.query_one("#rung-culprit-fix", Static)
         culprit_fix.display = failed  # the culprit's fix goes right under its verdict
         culprit_fix.update(Text.assemble(("Fix: ", "bold"), " ".join(rung.fix.split())))
-        self.query_one("#rung-fix-heading").display = not failed
         self.query_one("#rung-fix").display = not failed
         self.show_progress(view)
         result = view.result if view.state != RUNNING else None
