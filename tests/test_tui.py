@@ -248,6 +248,10 @@ async def test_long_rung_shows_progress_stays_responsive_and_cancels(tmp_path):
         result = app.walk.results["slow"]
         assert result.status is Status.NOT_RUN and result.summary == "cancelled"
         assert not app.walk.query_one("#rung-progress").display
+        await pilot.press("n")  # a cancelled rung has no verdict: it is still the next one
+        await wait_for(pilot, lambda: app.walk.running == "slow")
+        await pilot.press("escape")
+        await settle(pilot)
 
 
 @pilot_test

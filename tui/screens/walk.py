@@ -185,7 +185,7 @@ class WalkScreen(Screen[None]):
                                    crashed=crashed))
 
     def on_walk_done(self, message: WalkDone) -> None:
-        self.busy = False
+        self.busy = self.ladder_list.walking = False
         self.running = None
         self.cancel_event = None
         self._refresh_states()
@@ -200,7 +200,7 @@ class WalkScreen(Screen[None]):
 
     def _walk(self, rung_ids: list[str], *, stop_at_fail: bool, fresh: bool = False) -> None:
         """Run the rungs in a thread worker; with several, blocked ones stay blocked."""
-        self.busy = True
+        self.busy = self.ladder_list.walking = True
         self.refresh_bindings()
         cancel = self.cancel_event = threading.Event()
         runner = self.runner
@@ -274,7 +274,8 @@ class WalkScreen(Screen[None]):
         return self.busy
 
     def _remaining(self) -> list[str]:
-        return [r for r in self.ladder.order if r not in self.results]
+        """Rungs without a verdict yet (never run, or cancelled), in walk order."""
+        return [r for r in self.ladder.order if r not in self.results or self.results[r].status is Status.NOT_RUN]
 
     # ---- actions ---------------------------------------------------------------------------------
 

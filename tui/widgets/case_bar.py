@@ -32,7 +32,7 @@ def case_line(ladder_name: str, case: Case) -> Text:
         parts.append((kind, short(harness)))
     text = Text.assemble(("ladder ", "bold"), (ladder_name, "bold"))
     if not parts:
-        text.append("  no case given: rungs will skip (ladder tui CASE.yaml, or --model ...)", style="italic")
+        text.append("  no case given: rungs will skip", style="italic")
     for label, value in parts:
         text.append(f"  {label} ", style="dim")
         text.append(value)

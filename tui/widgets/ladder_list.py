@@ -34,6 +34,7 @@ class LadderList(OptionList):
         self.positions = {rung_id: i for i, rung_id in enumerate(ladder.order, start=1)}
         self.states: dict[str, Status | str] = {rung_id: Status.NOT_RUN for rung_id in ladder.order}
         self.frame = 0
+        self.walking = False  # set by the screen while a rung runs: enter is not offered then
         super().__init__(*self._options(), **kwargs)
 
     def _options(self) -> list[Option]:
@@ -61,6 +62,9 @@ class LadderList(OptionList):
             self.highlighted = clicked
             if event.chain >= 2:
                 self.action_select()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (action == "select" and self.walking)
 
     def set_state(self, rung_id: str, state: Status | str) -> None:
         if self.states.get(rung_id) != state:

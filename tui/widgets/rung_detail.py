@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Label, ProgressBar, Static
 
 from ladder.models import Rung, RungResult, Status
 
 from .evidence import evidence_widgets
-from .status import RUNNING, state_label
+from .status import RUNNING, RUNNING_STYLE, state_label
 
 
 @dataclass
@@ -35,7 +35,7 @@ def seconds_text(seconds: float) -> str:
 
 def verdict_text(view: RungView) -> Text:
     if view.state == RUNNING:
-        return Text.assemble(state_label(RUNNING), "  ", ("c or escape cancels it", "dim"))
+        return Text.assemble(("running", RUNNING_STYLE), "  ", ("c or escape cancels it", "dim"))
     result = view.result
     if result is None:
         if view.blocker:
@@ -67,7 +67,7 @@ class RungDetail(VerticalScroll):
         yield Static(id="rung-title")
         yield Static(id="rung-hypothesis")
         yield Static(id="rung-verdict")
-        with Horizontal(id="rung-progress"):
+        with Vertical(id="rung-progress"):
             yield ProgressBar(total=None, show_eta=False, id="rung-progress-bar")
             yield Label(id="rung-progress-message")
         yield Static(id="rung-culprit-fix", classes="culprit")
