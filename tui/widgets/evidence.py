@@ -27,6 +27,7 @@ from textual.widgets import DataTable, Label, Static
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
 SHORT_TEXT = 80
+CELL_WIDTH = 48  # a table cell longer than this is cut (the JSON export keeps it whole)
 
 
 # ---- values as text -------------------------------------------------------------------------
@@ -63,6 +64,10 @@ def visible(text: str) -> Text:
             out.append("↵", style="dim")
             out.append("\n")
     return out
+
+
+def clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def humanise(key: str) -> str:
@@ -235,8 +240,10 @@ class SeriesPlot(Widget):
         return out
 
 
-def series_widgets(series: dict[str, Any], flagged: Any) -> list[Widget]:
+def series_widgets(series: dict[str, Any], flagged: Any, index: str | None = None) -> list[Widget]:
     widgets: list[Widget] = []
+    if index:
+        widgets.append(Static(Text.assemble(("index: ", "dim"), index), classes="series-index"))
     for name, values in series.items():
         if not isinstance(values, (list, tuple)):
             widgets.append(Static(Text(f"{name}: {fmt(values)}")))
@@ -246,7 +253,7 @@ def series_widgets(series: dict[str, Any], flagged: Any) -> list[Widget]:
         finite = [v for v in numbers if math.isfinite(v)]
         caption = Text.assemble((humanise(name), "bold"), f"  {len(numbers)} values",
                                 f", min {fmt(min(finite))}, max {fmt(max(finite))}" if finite else "")
-        marked = sorted({int(i) for i in marks if isinstance(i, (int, float))})
+        marked = sorted({int(i) for i in marks if isinstance(i, (int, float)) and 0 <= i < len(numbers)})
         if marked:
             caption.append(f"  flagged: {', '.join(map(str, marked))}", style="bold red")
         widgets.append(Static(caption, classes="series-caption"))
@@ -275,7 +282,7 @@ class EvidenceTable(DataTable):
     def on_mount(self) -> None:
         self.add_columns(*[Text(c, style="bold") for c in self._columns])
         for row in self._rows:
-            self.add_row(*[Text(fmt(v)) for v in row])
+            self.add_row(*[Text(clip(fmt(v).replace("\n", "↵ "), CELL_WIDTH)) for v in row])
 
 
 def table_for(key: str, value: Any) -> EvidenceTable:
@@ -318,7 +325,7 @@ def evidence_widgets(evidence: dict[str, Any]) -> list[Widget]:
 
     has_series = isinstance(evidence.get("series"), dict)
     for key, value in evidence.items():
-        if key == "flagged" and has_series:
+        if key in ("flagged", "series_index") and has_series:
             continue
         short_list = isinstance(value, list) and all(is_scalar(v) for v in value) and len(fmt(value)) <= SHORT_TEXT
         if (is_scalar(value) and not (isinstance(value, str) and ("\n" in value or len(value) > SHORT_TEXT))) \
@@ -331,13 +338,16 @@ def evidence_widgets(evidence: dict[str, Any]) -> list[Widget]:
             samples = [value] if isinstance(value, dict) else value
             widgets.extend(SideBySide(sample, classes="side-by-side") for sample in samples)
         elif key == "series" and isinstance(value, dict):
-            widgets.extend(series_widgets(value, evidence.get("flagged")))
+            index = evidence.get("series_index")
+            widgets.extend(series_widgets(value, evidence.get("flagged"), index if isinstance(index, str) else None))
         elif is_records(value) or is_dict_of_dicts(value):
             widgets.append(table_for(key, value))
         elif isinstance(value, dict) and all(is_scalar(v) for v in value.values()):
             widgets.extend(scalar_block(value))
         elif isinstance(value, str):
             widgets.append(Static(visible(value), classes="text-block"))
+        elif isinstance(value, list) and all(is_scalar(v) for v in value):
+            widgets.append(Static(Text("\n".join(f"• {fmt(v)}" for v in value)), classes="bullets"))
         else:
             widgets.append(Static(Text(json.dumps(value, indent=2, ensure_ascii=False, default=str)),
                                   classes="text-block"))
