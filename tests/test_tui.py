@@ -448,3 +448,27 @@ async def test_founding_case_n_until_the_culprit_then_f_and_export(founding, tmp
     assert probed.returncode == 1, probed.stderr
     exported = json.loads((tmp_path / "ladder-report.json").read_text(encoding="utf-8"))
     assert comparable(exported) == comparable(json.loads((tmp_path / "probe.json").read_text(encoding="utf-8")))
+
+
+@pilot_test
+async def test_fixed_it_reads_the_case_again_and_refuses_a_broken_one(walk_case, tmp_path):
+    ladder, case, registry = walk_case
+    reads = []
+
+    def reload_case():
+        reads.append(1)
+        if len(reads) > 1:
+            raise InputError.single("model: ./gone does not exist", "case.yaml")
+        return Case(model=str(tmp_path / "fixed-model"))
+
+    app = LadderApp(ladder, case, registry, reload_case=reload_case)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f")
+        await settle(pilot)
+        assert app.walk.runner.case.model.endswith("fixed-model")
+        assert "fixed-model" in str(app.walk.query_one("#case-bar").render())
+        assert app.walk.results["harness-file"].status is Status.PASS
+        before = app.walk.results["harness-file"]
+        await pilot.press("f")  # the case file broke meanwhile: nothing is reset or run
+        await settle(pilot)
+        assert app.walk.results["harness-file"] is before and len(reads) == 2

@@ -9,6 +9,7 @@ registry, which is how the tests drive it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from textual.app import App
 from textual.screen import Screen
@@ -32,7 +33,8 @@ class LadderApp(App[int]):
 
     def __init__(self, ladder: Ladder | None = None, case: Case | None = None,
                  registry: ProbeRegistry | None = None, *, problems: list[Problem | str] | None = None,
-                 warnings: list[str] | None = None, export_dir: Path | None = None) -> None:
+                 warnings: list[str] | None = None, export_dir: Path | None = None,
+                 reload_case: Callable[[], Case] | None = None) -> None:
         super().__init__()
         if problems is None and ladder is None:
             raise ValueError("LadderApp needs a ladder, or the problems that kept it from loading")
@@ -42,13 +44,14 @@ class LadderApp(App[int]):
         self.problems = problems
         self.warnings = warnings or []
         self.export_dir = export_dir
+        self.reload_case = reload_case
 
     def get_default_screen(self) -> Screen:
         if self.problems is not None:
             return StartScreen(self.problems)
         assert self.ladder is not None
         return WalkScreen(self.ladder, self.case, self.registry, export_dir=self.export_dir,
-                          warnings=self.warnings)
+                          warnings=self.warnings, reload_case=self.reload_case)
 
     @property
     def walk(self) -> WalkScreen:
@@ -62,13 +65,16 @@ def build_app(args) -> LadderApp:
     from ladder.cli import _case_overrides, _registry
     from ladder.loader import load_ladder
 
+    def read_case() -> Case:
+        return load_case(args.case, _case_overrides(args))
+
     try:
-        case = load_case(args.case, _case_overrides(args))
+        case = read_case()
         registry = _registry(args)
         ladder = load_ladder(args.ladder, registry)
     except InputError as exc:
         return LadderApp(problems=list(exc.problems))
-    return LadderApp(ladder, case, registry, warnings=list(registry.problems))
+    return LadderApp(ladder, case, registry, warnings=list(registry.problems), reload_case=read_case)
 
 
 def run_tui(args) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Callable
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -19,6 +20,7 @@ from textual.widgets import Footer, OptionList
 from textual.worker import Worker, WorkerState
 
 from ladder.case import Case
+from ladder.errors import InputError
 from ladder.events import RungFinished, RungProgress, RungStarted
 from ladder.graph import ancestors
 from ladder.loader import Ladder
@@ -28,7 +30,7 @@ from ladder.report.writers import write_report
 from ladder.runner import Runner
 
 from ..messages import RunnerEvent, WalkDone
-from ..widgets.case_bar import CaseBar
+from ..widgets.case_bar import CaseBar, case_line
 from ..widgets.ladder_list import LadderList
 from ..widgets.rung_detail import RungDetail, RungView
 from ..widgets.status import RUNNING
@@ -63,10 +65,12 @@ class WalkScreen(Screen[None]):
     ]
 
     def __init__(self, ladder: Ladder, case: Case, registry: ProbeRegistry | None = None, *,
-                 export_dir: Path | None = None, warnings: list[str] | None = None) -> None:
+                 export_dir: Path | None = None, warnings: list[str] | None = None,
+                 reload_case: Callable[[], Case] | None = None) -> None:
         super().__init__()
         self.ladder = ladder
         self.case = case
+        self.reload_case = reload_case  # `f` reads the case file again: the fix may be in it
         self.export_dir = export_dir or Path.cwd()
         self.warnings = warnings or []
         self.runner = Runner(ladder, case, registry=registry, on_event=self._emit)
@@ -253,6 +257,8 @@ class WalkScreen(Screen[None]):
             if not confirmed:
                 return
             if fixed:
+                if not self._reload_case():
+                    return
                 below = self.ladder.order[self.ladder.order.index(rung_id):]
                 self.runner.reset(below)
                 for reset_id in below:
@@ -266,6 +272,20 @@ class WalkScreen(Screen[None]):
             self.app.push_screen(ConfirmScreen(f"Run {rung_id} now?", reason), go)
         else:
             go()
+
+    def _reload_case(self) -> bool:
+        """Read the case again (flags and file, as at start); False when it no longer loads."""
+        if self.reload_case is None:
+            return True
+        try:
+            case = self.reload_case()
+        except InputError as exc:
+            self.notify("\n".join(f"ladder: error: {p}" for p in exc.problems), title="the case does not load",
+                        severity="error", timeout=20)
+            return False
+        self.case = self.runner.case = case
+        self.query_one(CaseBar).update(case_line(self.ladder.name, case))
+        return True
 
     def _refuse_while_busy(self) -> bool:
         if self.busy:
