@@ -1,0 +1,282 @@
+"""Shared machinery of the model-internals rungs: the probe batch, the model's parts, per-layer hooks,
+and a robust outlier test over per-layer series.
+
+The hooks reduce each decoder layer's output while the forward pass runs and keep only the
+previous layer's hidden state, so one pass costs memory O(layers), not O(layers x tokens x hidden)
+(no `output_hidden_states=True`). Nothing here is specific to a model family: decoder layers are
+found as the module list whose length is the config's layer count, the final norm and the output
+head through transformers' own accessors.
+
+Importing this module imports no torch; the functions import it when called.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+if TYPE_CHECKING:
+    from ladder.backends.hf import HFModel
+    from ladder.case import Case
+
+NORM_NAMES = ("norm", "final_layernorm", "ln_f", "final_norm", "norm_f", "final_layer_norm")
+LAYER_LIST_NAMES = ("layers", "h", "blocks", "layer", "decoder_layers")
+
+
+# ---- the probe batch ------------------------------------------------------------------------------
+
+
+@dataclass
+class ProbeBatch:
+    """Token ids of the probe prompts, left-padded, with mask and matching position ids."""
+
+    rows: list[list[int]]
+    texts: list[str]
+    templated: bool
+    input_ids: Any = None
+    attention_mask: Any = None
+    position_ids: Any = None
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(r) for r in self.rows)
+
+    def describe(self) -> dict[str, Any]:
+        return {"prompts": len(self.rows), "tokens": self.tokens,
+                "format": "chat template" if self.templated else "plain text (no chat template)"}
+
+
+def prompt_strings(case: "Case") -> list[str]:
+    """The case's own prompts, else ladder's neutral ones."""
+    from ladder.harness import probe_prompts
+
+    return [p["prompt"] for p in probe_prompts(case)]
+
+
+def probe_batch(hf: "HFModel", prompts: list[str], *, max_prompts: int = 8,
+                answers: list[str] | None = None) -> ProbeBatch:
+    """The prompts through the model's own chat template (plain text when it has none), as one batch.
+
+    With `answers`, each prompt's assistant turn is included, so next-token losses cover a reply.
+    """
+    prompts = list(prompts)[:max_prompts]
+    templated = hf.has_chat_template()
+    rows, texts = [], []
+    for index, prompt in enumerate(prompts):
+        answer = answers[index] if answers and index < len(answers) else None
+        if templated:
+            messages = [{"role": "user", "content": prompt}]
+            if answer is not None:
+                messages.append({"role": "assistant", "content": answer})
+            ids = hf.chat_ids(messages, add_generation_prompt=answer is None)
+        else:
+            text = prompt if answer is None else f"{prompt}\n{answer}"
+            ids = list(hf.tokenizer(text)["input_ids"])
+        rows.append(ids)
+        texts.append(prompt)
+    return to_tensors(hf, ProbeBatch(rows=rows, texts=texts, templated=templated))
+
+
+def to_tensors(hf: "HFModel", batch: ProbeBatch) -> ProbeBatch:
+    input_ids, mask, _ = hf._left_padded(batch.rows)
+    batch.input_ids, batch.attention_mask = input_ids, mask
+    batch.position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    return batch
+
+
+# ---- the model's parts ----------------------------------------------------------------------------
+
+
+def layer_count(model) -> int | None:
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return getattr(config, "num_hidden_layers", None)
+
+
+def decoder_layers(model) -> tuple[str, list]:
+    """(dotted name, layers) of the decoder's layer list: the ModuleList as long as the config says."""
+    import torch
+
+    expected = layer_count(model)
+    candidates = []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) > 0:
+            last = name.rsplit(".", 1)[-1]
+            candidates.append((len(module) == expected, last in LAYER_LIST_NAMES, len(module), name, module))
+    if not candidates:
+        raise ValueError("the model has no list of decoder layers that ladder can hook")
+    candidates.sort(key=lambda c: (c[0], c[1], c[2]), reverse=True)
+    _, _, _, name, module = candidates[0]
+    return name, list(module)
+
+
+def final_norm(model):
+    """The norm applied after the last decoder layer (None when the model has none)."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    for owner in (decoder, getattr(model, "model", None), model):
+        if owner is None:
+            continue
+        for name in NORM_NAMES:
+            module = getattr(owner, name, None)
+            if module is not None and hasattr(module, "forward"):
+                return module
+    return None
+
+
+def attention_module(layer):
+    """A decoder layer's self-attention module (the first child whose name says attention)."""
+    for name in ("self_attn", "attn", "attention", "self_attention"):
+        module = getattr(layer, name, None)
+        if module is not None:
+            return module
+    for name, module in layer.named_children():
+        if "attn" in name or "attention" in name:
+            return module
+    return None
+
+
+def first_tensor(output):
+    """The hidden state in a layer's output (a tensor, or the first element of a tuple)."""
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    return getattr(output, "last_hidden_state", None)
+
+
+# ---- one forward pass with per-layer reductions -----------------------------------------------------
+
+
+@dataclass
+class LayerSeries:
+    """What the hooks kept: per-layer floats, keyed by series name."""
+
+    series: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, name: str, value: float) -> None:
+        self.series.setdefault(name, []).append(float(value))
+
+
+def forward_with_layer_hooks(model, batch: ProbeBatch,
+                             on_layer: Callable[[int, Any, Any], None],
+                             on_embeddings: Callable[[Any], None] | None = None,
+                             extra_kwargs: dict[str, Any] | None = None):
+    """One forward pass of `batch`; `on_layer(index, hidden, previous_hidden)` after each decoder layer.
+
+    Only the previous layer's hidden state is kept between hooks. Returns the model's output.
+    """
+    import torch
+
+    _, layers = decoder_layers(model)
+    state: dict[str, Any] = {"previous": None}
+    handles = []
+
+    def pre_first(_module, args, kwargs):
+        hidden = args[0] if args else kwargs.get("hidden_states")
+        if hidden is not None:
+            state["previous"] = hidden.detach()
+            if on_embeddings is not None:
+                on_embeddings(state["previous"])
+
+    def make_hook(index: int):
+        def hook(_module, _args, output):
+            hidden = first_tensor(output)
+            if hidden is None:
+                return
+            hidden = hidden.detach()
+            on_layer(index, hidden, state["previous"])
+            state["previous"] = hidden
+        return hook
+
+    handles.append(layers[0].register_forward_pre_hook(pre_first, with_kwargs=True))
+    for index, layer in enumerate(layers):
+        handles.append(layer.register_forward_hook(make_hook(index)))
+    kwargs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
+              "position_ids": batch.position_ids, "use_cache": False}
+    kwargs.update(extra_kwargs or {})
+    try:
+        with torch.no_grad():
+            return model(**kwargs)
+    finally:
+        for handle in handles:
+            handle.remove()
+        state.clear()
+
+
+def token_mask(batch: ProbeBatch, skip_first: bool = True):
+    """Boolean (batch, seq) mask of real tokens; without each row's first token when `skip_first`
+    (the first position often carries an attention-sink norm unlike any other)."""
+    mask = batch.attention_mask.bool()
+    if skip_first:
+        first = mask.long().argmax(dim=-1)
+        mask = mask.clone()
+        mask[range(mask.shape[0]), first] = False
+    return mask
+
+
+def next_token_targets(batch: ProbeBatch):
+    """(positions mask, target ids): position t predicts token t+1 where both are real tokens."""
+    mask = batch.attention_mask.bool()
+    valid = mask[:, :-1] & mask[:, 1:]
+    return valid, batch.input_ids[:, 1:]
+
+
+def lens_loss(hidden, norm, head, valid, targets) -> float:
+    """Mean next-token cross-entropy of `head(norm(hidden))` over the valid positions (float32)."""
+    import torch
+
+    states = hidden[:, :-1][valid]
+    if states.numel() == 0:
+        return float("nan")
+    normed = norm(states) if norm is not None else states
+    logits = head(normed).float()
+    return float(torch.nn.functional.cross_entropy(logits, targets[valid]).item())
+
+
+# ---- robust statistics ------------------------------------------------------------------------------
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 0:
+        return float("nan")
+    mid = n // 2
+    return ordered[mid] if n % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
+
+
+def robust_z(values: list[float], floor: float = 0.0) -> list[float]:
+    """(x - median) / (1.4826 * MAD), the MAD floored at `floor` so flat series do not explode."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return [0.0 for _ in values]
+    centre = median(finite)
+    mad = median([abs(v - centre) for v in finite]) * 1.4826
+    scale = max(mad, floor, 1e-12)
+    return [(v - centre) / scale if math.isfinite(v) else float("inf") for v in values]
+
+
+def outliers(values: list[float], threshold: float, *, floor: float = 0.0, skip: Iterable[int] = (),
+             direction: str = "both") -> list[int]:
+    """Indices whose robust z-score is beyond `threshold` (`direction`: both, high or low)."""
+    skipped = set(skip)
+    kept = [v for i, v in enumerate(values) if i not in skipped]
+    if len(kept) < 3:
+        return []
+    scores = robust_z(kept, floor)
+    flagged, k = [], 0
+    for i in range(len(values)):
+        if i in skipped:
+            continue
+        z = scores[k]
+        k += 1
+        if (direction in ("both", "high") and z > threshold) or (direction in ("both", "low") and z < -threshold):
+            flagged.append(i)
+    return flagged
+
+
+def rounded(values: Iterable[float], digits: int = 5) -> list[float | None]:
+    """A series as JSON-friendly floats; a non-finite value (NaN, inf) becomes None."""
+    return [round(float(v), digits) if math.isfinite(float(v)) else None for v in values]

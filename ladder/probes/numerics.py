@@ -1,0 +1,337 @@
+"""Rung `numerics`: NaN/inf weights or activations, reduced-precision overflow, dropout left on,
+attention implementations that disagree.
+
+What it checks:
+    Every weight tensor for NaN or inf (by name). One forward pass of the probe batch in each
+    reduced precision the model runs in (the dtype it loads in, the dtype your harness ran it in
+    as the tap recorded, and any the rung's `dtypes` asks for) against the same pass in float32:
+    per decoder layer the largest |activation| against the dtype's largest finite value, and the
+    KL divergence of the next-token distributions. Whether your harness called the model in
+    training mode (from the tap's recordings, when a harness ran), and whether two identical
+    forward passes in that mode agree (dropout active). Where the model offers both, the eager
+    and SDPA attention implementations on the same batch.
+
+Why it matters:
+    A model trained in bfloat16 and run in float16 can overflow to inf in its residual stream:
+    the output turns to NaN, a repeated token or garbage that looks like a training failure.
+    A harness that forgets `model.eval()` samples through dropout, so answers change between
+    identical calls. These are runtime faults; nothing about the weights is wrong.
+
+Symptom:
+    NaN loss or logits; fluent output in float32 that turns to garbage in float16; the same
+    prompt giving different greedy answers on two calls; an attention backend change that
+    changes the answers.
+
+Fix:
+    Run the model in the dtype it was trained in (bfloat16 or float32 instead of float16), or
+    keep the overflowing layers in float32; call `model.eval()` before generating; replace
+    NaN/inf weights from a clean checkpoint (and find the step that produced them); report a
+    disagreeing attention implementation and pin `attn_implementation` to the one that agrees
+    with eager.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ladder.probes.base import Probe, ProbeContext, failed, passed, warned
+
+REDUCED = ("float16", "bfloat16")
+
+
+class NumericsParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_prompts: int = Field(default=8, ge=1, description="Probe prompts in the batch.")
+    dtypes: list[str] = Field(default_factory=list,
+                              description="Reduced precisions to test besides the ones the model runs in "
+                                          "(float16, bfloat16).")
+    kl_threshold: float = Field(default=0.05, ge=0,
+                                description="Mean KL (nats per token) from float32 beyond which a dtype fails.")
+    range_fraction: float = Field(default=0.5, gt=0, le=1,
+                                  description="Share of the dtype's largest finite value an activation may reach.")
+    repeat_tolerance: float = Field(default=1e-4, ge=0,
+                                    description="Largest logit difference between two identical forward passes.")
+    attention_kl_threshold: float = Field(default=1e-3, ge=0,
+                                          description="Mean KL between eager and SDPA attention beyond which they disagree.")
+
+
+def dtype_name(dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def nonfinite_weights(model) -> list[dict[str, Any]]:
+    import torch
+
+    found = []
+    with torch.no_grad():
+        for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+            if not tensor.is_floating_point():
+                continue
+            bad = (~torch.isfinite(tensor)).sum().item()
+            if bad:
+                found.append({"tensor": name, "nonfinite": int(bad), "of": int(tensor.numel())})
+    return found
+
+
+def forward_max_abs(model, batch) -> tuple[Any, list[float]]:
+    """(float32 logits, per decoder layer the largest |value| any of its modules output)."""
+    import torch
+
+    from ladder.internals import decoder_layers, first_tensor
+
+    _, layers = decoder_layers(model)
+    maxima = [0.0] * len(layers)
+    handles = []
+
+    def make_hook(index: int):
+        def hook(_module, _args, output):
+            tensor = first_tensor(output)
+            if tensor is not None and tensor.is_floating_point() and tensor.numel():
+                top = tensor.detach().abs().max().float().item()
+                if math.isnan(top):
+                    maxima[index] = top
+                elif not math.isnan(maxima[index]) and top > maxima[index]:
+                    maxima[index] = top
+        return hook
+
+    for index, layer in enumerate(layers):
+        for module in layer.modules():
+            handles.append(module.register_forward_hook(make_hook(index)))
+    try:
+        with torch.no_grad():
+            out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                        position_ids=batch.position_ids, use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return out.logits.float(), maxima
+
+
+def mean_kl(reference, other, mask) -> float:
+    """Mean over real positions of KL(reference || other), both float32 logits."""
+    import torch
+
+    ref = torch.log_softmax(reference, dim=-1)
+    oth = torch.log_softmax(other, dim=-1)
+    kl = (ref.exp() * (ref - oth)).sum(-1)
+    value = kl[mask.bool()].mean().item()
+    return value
+
+
+def run_in_dtype(model, dtype, batch):
+    """Logits and per-layer maxima of `model` run in `dtype`: cast in place when that is lossless
+    (to float32 and back), else on a copy."""
+    import copy
+
+    import torch
+
+    own = model.dtype
+    if dtype == own:
+        return forward_max_abs(model, batch)
+    if dtype == torch.float32:  # widening is lossless, so cast in place and back
+        model.to(dtype)
+        try:
+            return forward_max_abs(model, batch)
+        finally:
+            model.to(own)
+    clone = copy.deepcopy(model).to(dtype)
+    try:
+        return forward_max_abs(clone, batch)
+    finally:
+        del clone
+
+
+def harness_modes(ctx: ProbeContext) -> dict[str, Any] | None:
+    """What the tap recorded about the harness's model: dtypes and training flags (None: no recording)."""
+    run = ctx.resources.peek("harness:calls")
+    if run is None:
+        return None
+    records = run.generate_records() if hasattr(run, "generate_records") else []
+    if not records:
+        return None
+    return {"calls": len(records),
+            "dtypes": sorted({r.get("dtype") for r in records if r.get("dtype")}),
+            "training_calls": sum(1 for r in records if r.get("training"))}
+
+
+def dropout_settings(model) -> dict[str, float]:
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    values = {}
+    for key, value in config.to_dict().items():
+        if "dropout" in key and isinstance(value, (int, float)) and value:
+            values[key] = float(value)
+    return values
+
+
+def repeat_difference(model, batch, training: bool) -> float:
+    """Largest logit difference between two identical forward passes in the given mode."""
+    import torch
+
+    was_training = model.training
+    model.train(training)
+    try:
+        with torch.no_grad():
+            kwargs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
+                      "position_ids": batch.position_ids, "use_cache": False}
+            first = model(**kwargs).logits.float()
+            second = model(**kwargs).logits.float()
+    finally:
+        model.train(was_training)
+    mask = batch.attention_mask.bool()
+    diff = (first - second).abs()[mask]
+    return float(diff.max().item()) if diff.numel() else 0.0
+
+
+def attention_comparison(model, batch) -> dict[str, Any] | None:
+    """Eager vs SDPA logits on the batch, when the model can switch; None when it cannot."""
+    import torch
+
+    config = model.config
+    original = getattr(config, "_attn_implementation", None)
+    if not hasattr(model, "set_attn_implementation") or original is None:
+        return None
+    logits = {}
+    try:
+        for implementation in ("eager", "sdpa"):
+            try:
+                model.set_attn_implementation(implementation)
+            except Exception as exc:  # the model does not support it: nothing to compare
+                return {"skipped": f"{implementation}: {type(exc).__name__}: {exc}"}
+            with torch.no_grad():
+                logits[implementation] = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                               position_ids=batch.position_ids, use_cache=False).logits.float()
+    finally:
+        try:
+            model.set_attn_implementation(original)
+        except Exception:
+            pass
+    mask = batch.attention_mask.bool()
+    return {"kl_eager_sdpa": mean_kl(logits["eager"], logits["sdpa"], mask),
+            "max_logit_difference": float((logits["eager"] - logits["sdpa"]).abs()[mask].max().item()),
+            "loaded_with": original}
+
+
+class Numerics(Probe):
+    name = "numerics"
+    needs = ("model",)
+    capabilities = ("logits", "weights")
+    Params = NumericsParams
+
+    def run(self, ctx: ProbeContext):
+        import torch
+
+        from ladder.backends.hf import hf_model
+        from ladder.internals import probe_batch, prompt_strings, rounded
+
+        params: NumericsParams = ctx.params
+        hf = hf_model(ctx, "model")
+        model = hf.model
+        problems: list[str] = []
+        warnings: list[str] = []
+        notes: list[str] = []
+        evidence: dict[str, Any] = {}
+
+        ctx.progress("NaN/inf in the weights", 0.05)
+        bad_weights = nonfinite_weights(model)
+        evidence["nonfinite_weights"] = bad_weights[:50]
+        if bad_weights:
+            problems.append(f"{len(bad_weights)} weight tensors hold NaN/inf (first: {bad_weights[0]['tensor']})")
+
+        batch = probe_batch(hf, prompt_strings(ctx.case), max_prompts=params.max_prompts)
+        evidence["probe_batch"] = batch.describe()
+        mask = batch.attention_mask.bool()
+
+        own = dtype_name(model.dtype)
+        stored = getattr(model.config, "dtype", None)
+        modes = harness_modes(ctx)
+        wanted = {own} | set(params.dtypes)
+        if stored is not None:
+            wanted.add(dtype_name(stored))
+        if modes:
+            wanted |= set(modes["dtypes"])
+        wanted = {d.replace("torch.", "") for d in wanted}
+        unknown = sorted(d for d in wanted if d not in REDUCED and d != "float32")
+        if unknown:
+            notes.append(f"dtypes not compared: {unknown}")
+        reduced = sorted(d for d in wanted if d in REDUCED)
+        evidence.update(model_dtype=own, stored_dtype=dtype_name(stored) if stored is not None else None,
+                        compared_dtypes=reduced)
+
+        ctx.progress("float32 reference pass", 0.2)
+        reference, ref_max = run_in_dtype(model, torch.float32, batch)
+        series: dict[str, list] = {"max_abs_float32": rounded(ref_max, 3)}
+        flagged: set[int] = set()
+        per_dtype: dict[str, Any] = {}
+        if not torch.isfinite(reference[mask]).all():
+            problems.append("float32 logits are not finite")
+        for step, name in enumerate(reduced):
+            ctx.progress(f"{name} pass", 0.3 + 0.3 * step / max(1, len(reduced)))
+            dtype = getattr(torch, name)
+            logits, maxima = run_in_dtype(model, dtype, batch)
+            limit = torch.finfo(dtype).max
+            over = [i for i, m in enumerate(maxima) if not math.isfinite(m) or m >= params.range_fraction * limit]
+            finite = bool(torch.isfinite(logits[mask]).all())
+            kl = mean_kl(reference, logits, mask) if finite else float("inf")
+            per_dtype[name] = {"kl_from_float32": kl if math.isfinite(kl) else None, "logits_finite": finite,
+                               "dtype_max": limit, "layers_near_or_over_range": over,
+                               "largest_activation": max((m for m in maxima if math.isfinite(m)), default=None)}
+            series[f"max_abs_{name}"] = rounded(maxima, 3)
+            flagged |= set(over)
+            if not finite or kl > params.kl_threshold:
+                where = f" (activations reach the {name} range at layers {over})" if over else ""
+                problems.append(f"{name} diverges from float32: KL {kl:.3g} nats/token"
+                                f"{', logits not finite' if not finite else ''}{where}")
+            elif over:
+                warnings.append(f"{name} activations come within {params.range_fraction:.0%} of the range at "
+                                f"layers {over}")
+        evidence["dtypes"] = per_dtype
+        if not reduced:
+            notes.append("the model runs in float32 and no reduced precision was asked for (param `dtypes`)")
+
+        ctx.progress("dropout and repeated passes", 0.7)
+        dropout = dropout_settings(model)
+        evidence["dropout_config"] = dropout
+        if modes is None:
+            notes.append("training mode during your harness's calls not checked: no harness ran under the tap "
+                         "(give --harness or --harness-cmd)")
+            training = False
+        else:
+            evidence["harness"] = modes
+            training = modes["training_calls"] > 0
+            if training:
+                problems.append(f"your harness called generate with the model in training mode "
+                                f"({modes['training_calls']} of {modes['calls']} calls)"
+                                + (f"; dropout {dropout} is active" if dropout else ""))
+        difference = repeat_difference(model, batch, training)
+        evidence["repeat_max_logit_difference"] = difference
+        evidence["repeat_mode"] = "train" if training else "eval"
+        if difference > params.repeat_tolerance:
+            problems.append(f"two identical forward passes ({'train' if training else 'eval'} mode) differ by up "
+                            f"to {difference:.3g} in the logits")
+
+        ctx.progress("eager vs SDPA attention", 0.85)
+        attention = attention_comparison(model, batch)
+        if attention is None:
+            notes.append("attention implementations not compared: the model cannot switch them")
+        else:
+            evidence["attention"] = attention
+            kl = attention.get("kl_eager_sdpa")
+            if kl is not None and kl > params.attention_kl_threshold:
+                problems.append(f"eager and SDPA attention disagree: KL {kl:.3g} nats/token")
+
+        evidence["series"] = series
+        evidence["flagged"] = sorted(flagged)
+        if notes:
+            evidence["notes"] = notes
+        if problems:
+            return failed("; ".join(problems), **evidence)
+        if warnings:
+            return warned("; ".join(warnings), **evidence)
+        checked = ["weights finite", f"{', '.join(reduced)} agree with float32" if reduced else None,
+                   "repeated passes agree", "eager and SDPA agree" if attention and "kl_eager_sdpa" in attention
+                   else None]
+        return passed("; ".join(c for c in checked if c), **evidence)

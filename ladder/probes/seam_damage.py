@@ -1,0 +1,276 @@
+"""Rung `seam-damage`: a discontinuity between consecutive layers breaks the residual stream.
+
+What it checks:
+    One forward pass of the probe batch (the case's prompts through the model's chat template)
+    with hooks on the decoder layers that reduce each layer's output on the fly: the residual
+    stream's norm, the cosine similarity and relative update between consecutive layers' hidden
+    states, and the logit-lens loss of each layer (its hidden state through the final norm and the
+    output head, next-token cross-entropy). Memory stays O(layers): only the previous layer's
+    hidden state is kept. A robust outlier test (median and MAD) over the per-layer changes flags
+    seam indices; layers that are exact copies of an earlier layer (or, with `--base`, of the base's
+    layers out of order) mark where a merge spliced blocks. A structural seam where the logit-lens
+    loss jumps up is damage; with `--base` of the same depth, an outlier the base shows too is not
+    a seam of this checkpoint.
+
+Why it matters:
+    Frankenmerges that insert or duplicate layers, and blocks spliced from another model, feed a
+    layer hidden states unlike those it was trained on. The model still produces fluent text, so
+    the damage looks like a subtle behaviour problem until the layers are measured one by one.
+
+Symptom:
+    A merged or surgically edited model that is fluent but worse than its parts; the
+    logit-lens loss rises at one depth instead of falling; one layer rewrites most of the
+    residual stream.
+
+Fix:
+    Move the seam (merge at layers whose hidden states agree, compare cosine similarity across
+    candidate cut points), heal it with a short continued-pretraining run over the merged
+    model, or drop the inserted block. Compare against the unmerged model with `--base`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ladder.probes.base import Probe, ProbeContext, failed, passed, warned
+
+SERIES_FOR_OUTLIERS = ("relative_update", "cosine_drop", "lens_loss_delta")
+
+
+class SeamDamageParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_prompts: int = Field(default=8, ge=1, description="Probe prompts in the batch.")
+    z_threshold: float = Field(default=6.0, gt=0,
+                               description="Robust z-score (median/MAD) beyond which a layer's change is a seam.")
+    edge_layers: int = Field(default=1, ge=0,
+                             description="Layers at each end left out of the outlier test (they differ in any model).")
+    min_layers: int = Field(default=6, ge=3,
+                            description="Fewest layers for the outlier test; shallower models rely on the other tests.")
+    lens_jump: float = Field(default=0.1, ge=0,
+                             description="Rise of the logit-lens loss (nats) at a seam that counts as damage.")
+    duplicate_tolerance: float = Field(default=1e-4, ge=0,
+                                       description="Relative weight difference under which two layers are copies.")
+
+
+def layer_fingerprints(model) -> list[list[float]]:
+    """Per decoder layer, a small vector that identifies its weights: per tensor its norm, sum and
+    a few strided values (cheap, O(parameters) once)."""
+    import torch
+
+    from ladder.internals import decoder_layers
+
+    _, layers = decoder_layers(model)
+    prints = []
+    with torch.no_grad():
+        for layer in layers:
+            values: list[float] = []
+            for _, param in sorted(layer.named_parameters()):
+                flat = param.detach().reshape(-1).float()
+                step = max(1, flat.numel() // 7)
+                values.append(float(flat.norm()))
+                values.append(float(flat.sum()))
+                values.extend(float(v) for v in flat[::step][:8])
+            prints.append(values)
+    return prints
+
+
+def same_print(a: list[float], b: list[float], tolerance: float) -> bool:
+    if len(a) != len(b) or not a:
+        return False
+    scale = math.sqrt(sum(x * x for x in a)) or 1.0
+    return math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b))) <= tolerance * scale
+
+
+def duplicate_sources(prints: list[list[float]], tolerance: float) -> list[int | None]:
+    """For each layer, the earliest earlier layer it is a copy of (None when it is its own)."""
+    sources: list[int | None] = []
+    for i, p in enumerate(prints):
+        sources.append(next((j for j in range(i) if same_print(prints[j], p, tolerance)), None))
+    return sources
+
+
+def structural_seams(sources: list[int | None]) -> list[int]:
+    """Where a run of copied layers starts, or where the copied source jumps (a new block)."""
+    seams = []
+    for i, source in enumerate(sources):
+        if source is None:
+            continue
+        previous = sources[i - 1] if i > 0 else None
+        if previous is None or source != previous + 1:
+            seams.append(i)
+    return seams
+
+
+def base_mapping(prints: list[list[float]], base_prints: list[list[float]], tolerance: float) -> list[int | None]:
+    """For each layer, the base layer it equals (None when none: trained or foreign weights)."""
+    return [next((j for j, q in enumerate(base_prints) if same_print(q, p, tolerance)), None) for p in prints]
+
+
+def mapping_seams(mapping: list[int | None]) -> list[int]:
+    """Layers copied from the base whose predecessor was not the base's preceding layer."""
+    seams = []
+    for i in range(1, len(mapping)):
+        if mapping[i] is not None and mapping[i - 1] is not None and mapping[i] != mapping[i - 1] + 1:
+            seams.append(i)
+    return seams
+
+
+def measure_layers(hf, batch) -> dict[str, list[float]]:
+    """The per-layer series of one hooked forward pass over `batch`."""
+    import torch
+
+    from ladder.internals import LayerSeries, final_norm, forward_with_layer_hooks, lens_loss, next_token_targets, \
+        token_mask
+
+    model = hf.model
+    norm = final_norm(model)
+    head = model.get_output_embeddings()
+    mask = token_mask(batch).to(batch.input_ids.device)
+    valid, targets = next_token_targets(batch)
+    out = LayerSeries()
+    embedding: dict[str, float] = {}
+
+    def on_embeddings(hidden) -> None:
+        embedding["norm"] = float(hidden.float().norm(dim=-1)[mask].mean())
+
+    def on_layer(index: int, hidden, previous) -> None:
+        h = hidden.float()
+        token_norms = h.norm(dim=-1)[mask]
+        out.add("residual_norm", token_norms.mean())
+        if previous is not None and previous.shape == hidden.shape:
+            p = previous.float()
+            cos = torch.nn.functional.cosine_similarity(h, p, dim=-1)[mask]
+            update = (h - p).norm(dim=-1)[mask] / p.norm(dim=-1)[mask].clamp(min=1e-12)
+            out.add("cosine_to_previous", cos.mean())
+            out.add("relative_update", update.mean())
+        else:
+            out.add("cosine_to_previous", float("nan"))
+            out.add("relative_update", float("nan"))
+        out.add("lens_loss", lens_loss(hidden, norm, head, valid, targets))
+
+    forward_with_layer_hooks(model, batch, on_layer, on_embeddings)
+    series = out.series
+    series["cosine_drop"] = [1.0 - c for c in series["cosine_to_previous"]]
+    lens = series["lens_loss"]
+    series["lens_loss_delta"] = [float("nan")] + [lens[i] - lens[i - 1] for i in range(1, len(lens))]
+    series["_embedding_norm"] = [embedding.get("norm", float("nan"))]
+    return series
+
+
+def activation_outliers(series: dict[str, list[float]], params: SeamDamageParams) -> dict[str, list[int]]:
+    """Per series, the interior layers whose change is a robust outlier (upwards: more change, worse loss)."""
+    from ladder.internals import median, outliers
+
+    layers = len(series["lens_loss"])
+    if layers < params.min_layers:
+        return {}
+    edges = set(range(params.edge_layers)) | set(range(layers - params.edge_layers, layers))
+    found = {}
+    for name in SERIES_FOR_OUTLIERS:
+        values = series[name]
+        finite = [v for v in values if math.isfinite(v)]
+        # a floor on the spread: a flat series must not turn noise into seams
+        floor = {"lens_loss_delta": params.lens_jump / 2,
+                 "relative_update": 0.1 * abs(median(finite)) if finite else 0.0,
+                 "cosine_drop": 0.02}[name]
+        flagged = outliers(values, params.z_threshold, floor=floor, skip=edges | {0}, direction="high")
+        if name == "lens_loss_delta":
+            flagged = [i for i in flagged if values[i] > params.lens_jump]
+        if flagged:
+            found[name] = flagged
+    return found
+
+
+class SeamDamage(Probe):
+    name = "seam-damage"
+    needs = ("model",)
+    capabilities = ("hidden_states", "weights")
+    Params = SeamDamageParams
+
+    def run(self, ctx: ProbeContext):
+        from ladder.backends.hf import hf_model
+        from ladder.internals import decoder_layers, probe_batch, prompt_strings, rounded
+
+        params: SeamDamageParams = ctx.params
+        hf = hf_model(ctx, "model")
+        ctx.progress("one hooked forward pass over the probe batch", 0.1)
+        batch = probe_batch(hf, prompt_strings(ctx.case), max_prompts=params.max_prompts)
+        series = measure_layers(hf, batch)
+        layer_path, layers = decoder_layers(hf.model)
+        n_layers = len(layers)
+        ctx.progress("layer fingerprints", 0.5)
+        prints = layer_fingerprints(hf.model)
+        sources = duplicate_sources(prints, params.duplicate_tolerance)
+        seams = set(structural_seams(sources))
+        outliers = activation_outliers(series, params)
+        notes: list[str] = []
+        if n_layers < params.min_layers:
+            notes.append(f"{n_layers} layers: too few for the outlier test (min_layers {params.min_layers}); "
+                         "judged on copied layers and logit-lens jumps only")
+
+        evidence: dict[str, Any] = {
+            "layers": n_layers, "layer_list": layer_path, "probe_batch": batch.describe(),
+            "copied_from": [s if s is not None else -1 for s in sources],
+        }
+        plotted = {name: rounded(series[name]) for name in
+                   ("residual_norm", "cosine_to_previous", "relative_update", "lens_loss")}
+
+        base_outliers: dict[str, list[int]] = {}
+        if ctx.case.base:
+            ctx.progress("the base model's series", 0.7)
+            base = hf_model(ctx, "base")
+            base_series = measure_layers(base, probe_batch(base, prompt_strings(ctx.case),
+                                                             max_prompts=params.max_prompts))
+            for name in ("residual_norm", "cosine_to_previous", "lens_loss"):
+                plotted[f"base_{name}"] = rounded(base_series[name])
+            base_layers = len(base_series["lens_loss"])
+            evidence["base_layers"] = base_layers
+            mapping = base_mapping(prints, layer_fingerprints(base.model), params.duplicate_tolerance)
+            evidence["base_layer_of"] = [m if m is not None else -1 for m in mapping]
+            seams |= set(mapping_seams(mapping))
+            if base_layers != n_layers:
+                notes.append(f"the model has {n_layers} layers, its base {base_layers}: layers were inserted "
+                             "or removed" if base_layers else "")
+            else:
+                base_outliers = activation_outliers(base_series, params)
+
+        lens = series["lens_loss"]
+        damaged_seams = sorted(i for i in seams if i > 0 and lens[i] - lens[i - 1] > params.lens_jump)
+        shared = {i for found in base_outliers.values() for i in found}
+        seam_outliers = {name: [i for i in found if i not in shared] for name, found in outliers.items()}
+        seam_outliers = {name: found for name, found in seam_outliers.items() if found}
+        if shared:
+            notes.append(f"layers {sorted(shared)} stand out in the base model too: not seams of this checkpoint")
+        flagged = sorted(set(damaged_seams) | {i for found in seam_outliers.values() for i in found})
+
+        evidence.update(series=plotted, flagged=flagged, structural_seams=sorted(seams),
+                        damaged_seams=damaged_seams, outliers=seam_outliers,
+                        embedding_norm=rounded(series["_embedding_norm"])[0],
+                        thresholds={"z": params.z_threshold, "lens_jump": params.lens_jump})
+        if notes:
+            evidence["notes"] = [n for n in notes if n]
+        if not all(math.isfinite(v) for v in lens):
+            return failed("the logit-lens loss is not finite at some layers: the residual stream overflows or "
+                          "holds NaN (see the numerics rung)", **evidence)
+        if flagged:
+            where = ", ".join(str(i) for i in flagged)
+            why = []
+            if damaged_seams:
+                why.append(f"spliced or copied layers at {damaged_seams} raise the logit-lens loss by "
+                           + ", ".join(f"{lens[i] - lens[i - 1]:+.2f}" for i in damaged_seams) + " nats")
+            if seam_outliers:
+                why.append("; ".join(f"{name} jumps at {found}" for name, found in seam_outliers.items()))
+            return failed(f"seam at layer {where}: " + "; ".join(why), **evidence)
+        if seams:
+            return warned(f"layers {sorted(seams)} start copied or spliced blocks, but the residual stream "
+                          "shows no damage there", **evidence)
+        if n_layers < params.min_layers and not ctx.case.base:
+            summary = (f"no copied layers and no logit-lens jump in {n_layers} layers "
+                       f"(too few for the outlier test)")
+        else:
+            summary = f"no seam in {n_layers} layers: no copied block, no outlier in the per-layer changes"
+        return passed(summary, **evidence)

@@ -1,0 +1,100 @@
+"""seam-damage: the outlier maths on synthetic series, a real frankenmerge (fails), healthy models
+of both template styles and a deeper random model (pass), the base comparison, and the skip."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from internals_models import chat_model_dir, deep_model_dir, frankenmerge_dir, run_rung
+from ladder.models import Status
+from ladder.probes.seam_damage import (SeamDamageParams, activation_outliers, duplicate_sources, mapping_seams,
+                                       structural_seams)
+
+
+def smooth_series(layers: int, jump_at: int | None = None) -> dict[str, list[float]]:
+    """Per-layer series shaped like a healthy deep model's (slow drift, mild noise), optionally a seam."""
+    lens = [6.0 - 4.0 * i / layers + 0.02 * math.sin(3 * i) for i in range(layers)]
+    update = [0.9 if i == 0 else 0.25 + 0.02 * math.cos(2 * i) for i in range(layers)]
+    cosine = [0.5 if i == 0 else 0.95 + 0.005 * math.sin(i) for i in range(layers)]
+    if jump_at is not None:
+        lens = [v + (1.5 if i >= jump_at else 0.0) for i, v in enumerate(lens)]
+        update[jump_at] = 1.4
+        cosine[jump_at] = 0.4
+    series = {"lens_loss": lens, "relative_update": update, "cosine_to_previous": cosine,
+              "cosine_drop": [1 - c for c in cosine]}
+    series["lens_loss_delta"] = [float("nan")] + [lens[i] - lens[i - 1] for i in range(1, layers)]
+    return series
+
+
+@pytest.mark.parametrize("layers", [8, 16, 32, 80])
+def test_smooth_series_has_no_seam(layers):
+    assert activation_outliers(smooth_series(layers), SeamDamageParams()) == {}
+
+
+@pytest.mark.parametrize("layers,jump_at", [(8, 4), (32, 17), (80, 41)])
+def test_a_jump_is_flagged_at_its_layer(layers, jump_at):
+    found = activation_outliers(smooth_series(layers, jump_at), SeamDamageParams())
+    assert found, "a seam must be flagged"
+    assert all(indices == [jump_at] for indices in found.values()), found
+
+
+def test_edges_and_shallow_models_are_left_out():
+    series = smooth_series(8, jump_at=7)  # the last layer: left out (edge_layers=1)
+    assert activation_outliers(series, SeamDamageParams()) == {}
+    assert activation_outliers(smooth_series(4, jump_at=2), SeamDamageParams()) == {}  # under min_layers
+
+
+def test_copied_blocks_and_base_mapping():
+    a, b, c, d = [1.0, 2.0], [3.0, 1.0], [0.5, 0.5], [9.0, 1.0]
+    assert duplicate_sources([a, b, c, d, b, c, d], 1e-4) == [None, None, None, None, 1, 2, 3]
+    assert structural_seams([None, None, None, None, 1, 2, 3]) == [4]
+    assert structural_seams([None, None, 0, 0]) == [2, 3]  # one layer repeated twice: two seams
+    assert mapping_seams([0, 1, 2, 3, 1, 2, 3]) == [4]
+    assert mapping_seams([0, 1, 2, 3]) == []
+    assert mapping_seams([None, None, 2, 3]) == []
+
+
+# ---- on models --------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_frankenmerge_fails_at_the_seam(tmp_path):
+    result = run_rung("seam-damage", tmp_path, model=frankenmerge_dir("chatml"))
+    assert result.status == Status.FAIL, result.summary
+    assert 4 in result.evidence["flagged"], result.evidence
+    assert result.evidence["copied_from"] == [-1, -1, -1, -1, 1, 2, 3]
+    series = result.evidence["series"]
+    assert set(series) >= {"residual_norm", "cosine_to_previous", "relative_update", "lens_loss"}
+    assert all(len(values) == 7 for values in series.values())
+
+
+@pytest.mark.slow
+def test_frankenmerge_against_its_base_names_the_layers(tmp_path):
+    result = run_rung("seam-damage", tmp_path, model=frankenmerge_dir("chatml"), base=chat_model_dir("chatml"))
+    assert result.status == Status.FAIL, result.summary
+    assert result.evidence["base_layer_of"] == [0, 1, 2, 3, 1, 2, 3]
+    assert result.evidence["base_layers"] == 4 and 4 in result.evidence["flagged"]
+    assert "base_lens_loss" in result.evidence["series"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("style", ["chatml", "gemma"])
+def test_healthy_chat_model_passes(tmp_path, style):
+    result = run_rung("seam-damage", tmp_path, model=chat_model_dir(style))
+    assert result.status == Status.PASS, (result.summary, result.evidence)
+    assert result.evidence["flagged"] == []
+
+
+@pytest.mark.slow
+def test_deeper_healthy_model_passes_the_outlier_test(tmp_path):
+    result = run_rung("seam-damage", tmp_path, model=deep_model_dir(8))
+    assert result.status == Status.PASS, (result.summary, result.evidence)
+    assert "too few" not in result.summary
+
+
+def test_skips_without_a_model(tmp_path):
+    result = run_rung("seam-damage", tmp_path)
+    assert result.status == Status.SKIP
+    assert "--model" in result.summary
