@@ -321,3 +321,26 @@ def test_chat_rows_with_messages_field_are_guessed(tmp_path):
     result = run_rung("data-count", data=data)
     assert result.evidence["text_field"] == "messages"
     assert result.evidence["usable"] == 30
+
+
+# ---- large files: checked by structure, bad chunks parsed line by line -----------------------------------
+
+
+@pytest.mark.parametrize("extra, field, lost", [
+    (['{"text": "cut off'], None, "1 unparsable rows (first at line 561"),
+    (['{"text": ""}'], "text", "1 rows have an empty 'text' (lines 561)"),
+    (['{"other": "x"}'], "text", "1 rows lack the text field 'text' (lines 561)"),
+    (["caf\xe9 not json"], None, "1 unparsable rows (first at line 561"),
+])
+def test_structure_mode_finds_and_numbers_bad_lines(tmp_path, extra, field, lost):
+    data = write_jsonl(tmp_path / "d.jsonl", ROWS, extra_lines=extra)
+    result = run_rung("data-count", data=data, text_field=field, params={"full_parse_mb": 0})
+    assert lost in json.dumps(result.evidence["where_lost"])
+    assert result.evidence["present"] == 561
+
+
+def test_structure_mode_counts_healthy_data(tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", ROWS)
+    result = run_rung("data-count", data=data, text_field="text", expect_samples=560, params={"full_parse_mb": 0})
+    assert result.status.value == "pass"
+    assert 0 < result.evidence["files"][0]["parsed_in_full"] < 560

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import gzip
 import io
 import json
@@ -109,6 +110,7 @@ class FileCount:
     empty: int = 0
     empty_lines: list[int] = field(default_factory=list)
     key_sets: Counter = field(default_factory=Counter)  # keys of rows (when no text field is named)
+    sampled: int = 0  # rows parsed in full (all of them unless checked by structure)
 
     def add_unparsable(self, line: int, reason: str, raw: bytes | str = b"") -> None:
         self.unparsable_count += 1
@@ -285,6 +287,12 @@ def _utf8_chunks(file: DataFile, count: FileCount) -> Iterator[bytes]:
             count.lost.append(f"gzip stream broken ({exc}): rows after this point are lost")
 
 
+class LineChunk(bytes):
+    """Bytes of whole lines; a reader that counted the newlines stores them so they are not counted twice."""
+
+    newlines: int | None = None
+
+
 def _line_chunks(file: DataFile, count: FileCount) -> Iterator[tuple[int, bytes]]:
     """(number of the first line, bytes of whole lines) in chunks of about CHUNK_BYTES."""
     pending = b""
@@ -299,8 +307,9 @@ def _line_chunks(file: DataFile, count: FileCount) -> Iterator[tuple[int, bytes]
                 pending = b""
             continue
         pending = data[cut + 1:]
-        yield line_no, data[:cut + 1]
-        line_no += data.count(b"\n", 0, cut + 1)
+        body = LineChunk(data[:cut + 1])
+        yield line_no, body
+        line_no += body.newlines if body.newlines is not None else data.count(b"\n", 0, cut + 1)
     if pending:
         yield line_no, pending
 
@@ -358,6 +367,89 @@ def _parse_jsonl_chunk(body: bytes, first: int, count: FileCount) -> _Chunk:
         values.append(value)
         lines.append(number)
     return _Chunk(values, lines, first)
+
+
+SAMPLE_LINES = 64  # lines per chunk parsed in full when a chunk is checked by structure
+
+
+def _sound_structure(body: bytes, field: str | None) -> int | None:
+    """The number of lines when every line is `{...}` in valid UTF-8 without NUL bytes and, with
+    `field`, the field's key occurs at least once per line and never with an empty or null value;
+    else None. One vectorised pass finds the newlines (a raw newline cannot occur inside JSON, so
+    each one separates two lines); the bytes around them are gathered, not scanned."""
+    import numpy as np
+
+    if not body.startswith(b"{") or b"\x00" in body:
+        return None
+    data = np.frombuffer(body, dtype=np.uint8)
+    newlines = np.flatnonzero(data == 10)
+    n_lines = len(newlines) + 1
+    before = data[newlines - 1]
+    crlf = before == 13
+    if crlf.any():
+        before = np.where(crlf, data[np.maximum(newlines - 2, 0)], before)
+    last = body.rstrip(b"\r")[-1:]
+    if last != b"}" or not (before == 125).all() or not (data[newlines + 1] == 123).all():
+        return None
+    if not body.isascii():
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if field is not None:
+        key, empty = _field_patterns(field)
+        if body.count(key) < n_lines or empty.search(body):
+            return None
+    return n_lines
+
+
+@functools.lru_cache(maxsize=8)
+def _field_patterns(field: str) -> tuple[bytes, re.Pattern]:
+    """The field's JSON key, and a pattern for it holding an empty value ("", null, [], {})."""
+    key = json.dumps(field).encode() + b":"
+    return key, re.compile(re.escape(key) + rb'\s*(?:""|null|\[\s*\]|\{\s*\})')
+
+
+def _sampled_lines(body: bytes, k: int) -> list[bytes]:
+    """About k lines spread evenly through `body`."""
+    step = max(1, len(body) // k)
+    out, seen = [], -1
+    for offset in range(0, len(body), step):
+        start = body.rfind(b"\n", 0, offset) + 1
+        if start <= seen:
+            continue
+        end = body.find(b"\n", start)
+        end = len(body) if end < 0 else end
+        out.append(body[start:end])
+        seen = start
+    return out
+
+
+def _check_chunk_by_structure(body: bytes, first: int, count: FileCount, field: str | None) -> _Chunk | None:
+    """Count a chunk without parsing every line: structure checked on bytes, a sample parsed.
+    None when the chunk looks wrong anywhere: the caller then parses it line by line."""
+    whole = body
+    body = body[:-1] if body.endswith(b"\n") else body
+    if not body:
+        return _Chunk([], None, first)
+    n_lines = _sound_structure(body, field)
+    if n_lines is None:
+        return None
+    if isinstance(whole, LineChunk):
+        whole.newlines = n_lines if whole.endswith(b"\n") else n_lines - 1
+    sample = []
+    for line in _sampled_lines(body, SAMPLE_LINES):
+        try:
+            value = _loads(line)
+        except ValueError:
+            return None
+        if type(value) is not dict:
+            return None
+        sample.append(value)
+    count.present += n_lines
+    count.parseable += n_lines
+    count.sampled += len(sample)
+    return _Chunk(sample, None, first)
 
 
 def _jsonl_chunks(file: DataFile, count: FileCount) -> Iterator[_Chunk]:
@@ -626,9 +718,13 @@ def new_count(file: DataFile, name: str | None = None) -> FileCount:
 
 
 def count_file(file: DataFile, text_field: str | None = None, name: str | None = None,
-               progress: Callable[[int], None] | None = None) -> FileCount:
+               progress: Callable[[int], None] | None = None, full_parse: bool = True) -> FileCount:
     """Count and check every row of `file`. With `text_field`, rows lacking it or with it empty are
-    counted; without, the key sets of rows are tallied so rows lacking a common field show up."""
+    counted; without, the key sets of rows are tallied so rows lacking a common field show up.
+
+    With `full_parse=False`, JSONL is checked by structure (every line `{...}`, valid UTF-8, the
+    text field's key once per line and never empty) with a sample of lines parsed per chunk; a
+    chunk that fails any of it is parsed line by line, so bad lines are still found and numbered."""
     count = new_count(file, name)
     if file.format in ("parquet", "arrow"):
         _table_count(file, count, text_field)
@@ -638,8 +734,15 @@ def count_file(file: DataFile, text_field: str | None = None, name: str | None =
         return count
     count.field_checked = text_field
     if file.format == "jsonl":
-        for chunk in _jsonl_chunks(file, count):
-            _check_values(count, chunk.values, chunk.lines, chunk.first, text_field)
+        for first, body in _line_chunks(file, count):
+            chunk = None if full_parse else _check_chunk_by_structure(body, first, count, text_field)
+            if chunk is not None:
+                if text_field is None:
+                    count.key_sets.update(map(tuple, chunk.values))
+            else:
+                chunk = _parse_jsonl_chunk(body, first, count)
+                _check_values(count, chunk.values, chunk.lines, chunk.first, text_field)
+                count.sampled += len(chunk.values)
             if progress:
                 progress(count.present)
         return count

@@ -53,6 +53,10 @@ class DataCountParams(BaseModel):
                              description="Fraction of the expected rows that may be missing before the rung fails.")
     zero_loss: float = Field(default=0.05, ge=0,
                              description="A logged training loss at or below this counts as reaching ~0.")
+    full_parse_mb: float = Field(default=64, ge=0,
+                                 description="JSONL up to this many MB in all is parsed line by line; larger data is "
+                                             "checked by structure on bytes with a sample of lines parsed per chunk "
+                                             "(a chunk that looks wrong is parsed line by line).")
 
 
 class DataCount(Probe):
@@ -123,11 +127,13 @@ class DataCount(Probe):
     def _count(self, ctx, source, text_field):
         from ladder.data.rows import count_file
 
+        total = sum(f.size for f in source.files if f.format == "jsonl")
+        full_parse = total <= ctx.params.full_parse_mb * 2**20
         counts = []
         for index, file in enumerate(source.files):
             name = source.relative(file.path)
             ctx.progress(f"counting {name}", index / max(1, len(source.files)))
-            counts.append(count_file(file, text_field, name=name))
+            counts.append(count_file(file, text_field, name=name, full_parse=full_parse))
         return counts
 
 
@@ -142,6 +148,8 @@ def _totals(counts) -> dict[str, int]:
 def _file_evidence(count) -> dict[str, Any]:
     out = {"file": count.file, "format": count.format, "bytes": count.bytes, "present": count.present,
            "parseable": count.parseable}
+    if count.format.startswith("jsonl") and count.sampled < count.present:
+        out["parsed_in_full"] = count.sampled  # the rest checked by structure (see full_parse_mb)
     for key in ("blank", "missing_field", "empty", "unparsable_count"):
         if getattr(count, key):
             out[key] = getattr(count, key)
