@@ -39,13 +39,14 @@ SHAPES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("system+multi-turn", (("system", "system"), ("user", "user"), ("assistant", "assistant"), ("user", "user2"))),
 )
 
+# How each kind of sent text went to the model, as "your harness sends prompts <phrase>".
 FORMAT_KINDS = {
-    "template": "went through the model's chat template",
-    "template-twice": "went through the chat template twice (a rendered conversation used as the user's message)",
-    "no-generation-prompt": "went through the chat template without the generation prompt that opens the reply",
-    "other-format": "was wrapped in a format that is not the model's chat template",
-    "raw": "was sent as raw text, without the chat template",
-    "malformed": "carries some of the template's markers, but not in the template's order or number",
+    "template": "through the model's chat template",
+    "template-twice": "through the chat template twice (a rendered prompt used as the user's message)",
+    "no-generation-prompt": "through the chat template without the generation prompt that opens the reply",
+    "other-format": "in a format that is not the model's chat template",
+    "raw": "as raw text, without the chat template",
+    "malformed": "with some of the template's markers, but not in the template's order or number",
 }
 
 
@@ -278,15 +279,15 @@ def classify(sent: str, analysis: TemplateAnalysis, *, prompt: str | None = None
         if prompt is not None and prompt.strip() and prompt.strip() in sent:
             wrapper = sent.replace(prompt.strip(), "", 1)
         elif prompt is not None:
-            return Classification("other-format", "your prompt does not appear in what was sent; "
-                                  + FORMAT_KINDS["other-format"], None, None, **common)
+            return Classification("other-format", FORMAT_KINDS["other-format"] + " (your prompt is not in what was sent)",
+                                  None, None, **common)
         else:
             wrapper = ""  # the prompt is unknown (a transcript): a text without markers is taken as raw
         for token in (bos_token, eos_token):
             if token:
                 wrapper = wrapper.replace(token, "")
         if wrapper.strip():
-            detail = f"{FORMAT_KINDS['other-format']}: around your prompt it sent {wrapper.strip()[:80]!r}"
+            detail = f"{FORMAT_KINDS['other-format']} (around your prompt: {wrapper.strip()[:80]!r})"
             return Classification("other-format", detail, None, prompt, **common)
         return Classification("raw", FORMAT_KINDS["raw"], None, prompt if prompt is not None else sent, **common)
     return Classification("malformed", FORMAT_KINDS["malformed"], None, None, **common)

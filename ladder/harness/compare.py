@@ -138,3 +138,25 @@ def harness_prompts(run: "HarnessRun", prompts: list[dict[str, Any]]) -> list[di
     """Per call of the run: the user's prompt and expectation (the case's, when the run used them)."""
     by_text = {p["prompt"]: p.get("expect") for p in prompts}
     return [{"prompt": call.get("prompt"), "expect": by_text.get(call.get("prompt"))} for call in run.calls]
+
+
+def template_replies(ctx: "ProbeContext", model: "HFModel", analysis: TemplateAnalysis | None,
+                     prompts: list[str], max_new_tokens: int) -> list[list[int]]:
+    """Greedy replies through the template (ladder's correct path), cut at the stop ids; shared per run."""
+    key = f"template:replies:{max_new_tokens}:{hash(tuple(prompts))}"
+
+    def build() -> list[list[int]]:
+        ids = [model.chat_ids([{"role": "user", "content": p}]) if analysis is not None
+               else model.tokenizer(p)["input_ids"] for p in prompts]
+        return generate_cut(model, ids, stop_set(model, analysis), max_new_tokens)
+
+    return ctx.resources.get(key, build)
+
+
+def as_id_list(value: Any) -> list[int]:
+    """eos_token_id as generate takes it (int, list or None) as a list."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [int(v) for v in value if isinstance(v, int)]
+    return [int(value)] if isinstance(value, int) else []

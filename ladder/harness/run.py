@@ -15,7 +15,9 @@ harness's traceback or stderr: they are never a verdict about the model.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import importlib.util
 import itertools
 import json
@@ -53,6 +55,7 @@ class HarnessRun:
     error: dict[str, Any] | None = None  # {kind, message, prompt, traceback | stderr}
     redirect: dict[str, str] = field(default_factory=dict)
     batch: dict[str, Any] | None = None  # the harness's own batch entry point, when it has one
+    output_tail: str = ""  # the end of what the harness printed
 
     @property
     def ok(self) -> bool:
@@ -145,7 +148,8 @@ def run_function(spec: str, prompts: list[str], *, timeout: float = 300.0,
                  redirect: dict[str, str] | None = None, batch: bool = False) -> HarnessRun:
     """Import the harness and call it once per prompt under the tap (and its batch entry point if asked)."""
     run = HarnessRun(form="function", spec=spec, redirect=dict(redirect or {}))
-    with Tap(redirect=redirect) as tap:
+    captured = io.StringIO()  # the harness's prints and progress bars stay out of ladder's output
+    with Tap(redirect=redirect) as tap, contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
         tap.mark("import")
         try:
             module, function = _call_with_timeout(lambda: load_callable(spec), timeout)
@@ -188,6 +192,9 @@ def run_function(spec: str, prompts: list[str], *, timeout: float = 300.0,
                         "kind": "exception", "message": f"generate_batch raised {type(exc).__name__}: {exc}",
                         "traceback": _harness_traceback(exc)}}
         run.loads = list(tap.loads)
+    run.output_tail = _tail(captured.getvalue())
+    if run.error is not None and run.output_tail:
+        run.error["output"] = run.output_tail
     return run
 
 

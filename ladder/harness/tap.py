@@ -224,6 +224,7 @@ class Tap:
             "model_path": getattr(model, "name_or_path", None),
             "dtype": str(model.dtype),
             "training": bool(model.training),
+            "adapters_loaded": _adapters_loaded(model),
             "device": str(getattr(model, "device", "")),
         }
         if tokenizer is not None:
@@ -234,6 +235,13 @@ class Tap:
             if new_rows is not None:
                 record["output_text"] = [tokenizer.decode(r, skip_special_tokens=False) for r in new_rows]
         return record
+
+
+def _adapters_loaded(model) -> bool:
+    """Whether PEFT adapters are attached to the model that generated (transformers' integration or peft)."""
+    if getattr(model, "_hf_peft_config_loaded", False) or getattr(model, "peft_config", None):
+        return True
+    return any("lora_" in name for name, _ in model.named_modules())
 
 
 def _unpadded(ids: list[int], mask: list[int] | None) -> list[int]:

@@ -1,0 +1,164 @@
+"""batch-consistency: batched generation differs from one-at-a-time generation.
+
+What it checks:
+    Greedy outputs for the probe prompts one at a time against the same prompts in
+    one batch, with your harness's own batching: its `generate_batch(prompts)`
+    entry point when the harness module has one, else a reproduction on the
+    model with the tokenizer settings the tap recorded (padding side, pad id,
+    whether an attention mask was passed). Greedy decoding must not depend on
+    what else is in the batch; the first prompt whose outputs differ is shown.
+
+Why it matters:
+    A decoder-only model padded on the right generates after the pad tokens; a
+    batch without an attention mask attends to them; pad == eos lets padding
+    pass for the end of a reply. Each makes the evaluation score depend on batch
+    size and order, so a sound model scores badly in a batched eval only.
+
+Symptom:
+    Scores that change with the batch size, short prompts answered worse than
+    long ones, outputs that start with garbage only in batched runs.
+
+Fix:
+    Set `tokenizer.padding_side = "left"` for generation, always pass the
+    attention mask, and give the tokenizer a pad token distinct from eos.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ladder.harness import harness_error_finding, harness_run
+from ladder.probes.base import Probe, ProbeContext, failed, passed, skip
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_new_tokens: int = Field(default=16, ge=1, description="Tokens generated per prompt in the reproduction.")
+
+
+def padding_side_of(masks: list[list[int]] | None) -> str | None:
+    """'left' or 'right' from where the zeros of a batch's attention mask sit."""
+    for row in masks or []:
+        if row and row[0] == 0:
+            return "left"
+        if row and row[-1] == 0:
+            return "right"
+    return None
+
+
+class BatchConsistency(Probe):
+    name = "batch-consistency"
+    needs = ("model", "harness")
+    capabilities = ("generate",)
+    Params = Params
+
+    def run(self, ctx: ProbeContext):
+        params: Params = ctx.params
+        run = harness_run(ctx)
+        if (problem := harness_error_finding(run)) is not None:
+            return problem
+        if len(run.calls) < 2:
+            skip("batching needs at least two probe prompts (case key `prompts`)")
+        if run.batch is not None:
+            return self._harness_batch(run)
+        return self._reproduced(ctx, run, params)
+
+    def _harness_batch(self, run):
+        from ladder.models import Finding, Status
+
+        batch = run.batch
+        if "error" in batch:
+            error = batch["error"]
+            return Finding(status=Status.ERROR, summary=f"your harness failed, not the model: {error['message']}",
+                           evidence={"harness_error": {k: v for k, v in error.items() if k != "traceback"}},
+                           traceback=error.get("traceback"))
+        singles = [(call.get("output") or "").strip() for call in run.calls]
+        batched = [str(o).strip() for o in batch["outputs"]]
+        record = batch["generate"][0] if batch.get("generate") else {}
+        settings = {"padding_side": padding_side_of(record.get("attention_mask"))
+                    or (record.get("tokenizer") or {}).get("padding_side"),
+                    "attention_mask_passed": record.get("attention_mask") is not None,
+                    "pad_token_id": (record.get("tokenizer") or {}).get("pad_token_id"),
+                    "eos_token_id": (record.get("tokenizer") or {}).get("eos_token_id")}
+        return self._verdict([c["prompt"] for c in run.calls], singles, batched, settings,
+                             "your harness's generate_batch")
+
+    def _reproduced(self, ctx, run, params: Params):
+        import torch
+
+        from ladder.backends.hf import hf_model
+        from ladder.harness.compare import sent_ids, stop_set, template_analysis
+
+        model = hf_model(ctx)
+        tokenizer = model.tokenizer
+        records = [run.sent(i) for i in range(len(run.calls))]
+        ids = [sent_ids(r, tokenizer) for r in records]
+        if not all(ids):
+            skip("the tap saw no generate() call for some prompts: give --transcript F.jsonl")
+        state = (records[0].get("tokenizer") or {}) if records[0] else {}
+        recorded = bool(state)
+        side = state.get("padding_side") or tokenizer.padding_side
+        pad = state.get("pad_token_id")
+        if pad is None:
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        mask_passed = records[0].get("attention_mask") is not None
+        stops = stop_set(model, template_analysis(ctx, model))
+        settings = {"padding_side": side, "attention_mask_passed": mask_passed, "pad_token_id": pad,
+                    "eos_token_id": state.get("eos_token_id", tokenizer.eos_token_id),
+                    "settings_from": "the tap (your harness's tokenizer)" if recorded else "the model's tokenizer"}
+
+        def greedy(batch: list[list[int]]) -> list[list[int]]:
+            width = max(len(row) for row in batch)
+            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, row in enumerate(batch):
+                span = slice(width - len(row), width) if side == "left" else slice(0, len(row))
+                input_ids[r, span] = torch.tensor(row)
+                mask[r, span] = 1
+            extra = {"attention_mask": mask.to(model.device)} if mask_passed else {}
+            with torch.no_grad():
+                out = model.model.generate(input_ids=input_ids.to(model.device), max_new_tokens=params.max_new_tokens,
+                                           do_sample=False, pad_token_id=pad, eos_token_id=sorted(stops), **extra)
+            replies = []
+            for row in out[:, width:].tolist():
+                kept = []
+                for token in row:
+                    if token in stops:
+                        break
+                    kept.append(token)
+                replies.append(kept)
+            return replies
+
+        ctx.progress("generating one at a time", None)
+        singles = [greedy([row])[0] for row in ids]
+        ctx.progress("generating as one batch", None)
+        batched = greedy(ids)
+        decode = lambda rows: [tokenizer.decode(r, skip_special_tokens=True) for r in rows]  # noqa: E731
+        return self._verdict([c["prompt"] for c in run.calls], decode(singles), decode(batched), settings,
+                             f"a reproduction on the model (padding side {side!r}, pad id {pad}, "
+                             f"attention mask {'passed' if mask_passed else 'not passed'})",
+                             same=[a == b for a, b in zip(singles, batched)])
+
+    @staticmethod
+    def _verdict(prompts, singles, batched, settings, how, same=None):
+        same = same if same is not None else [a == b for a, b in zip(singles, batched)]
+        differing = [i for i, ok in enumerate(same) if not ok]
+        evidence = {"batched_with": how, "settings": settings, "prompts": len(prompts),
+                    "differing": len(differing)}
+        if differing:
+            first = differing[0]
+            evidence["side_by_side"] = {"prompt": prompts[first], "one_at_a_time": singles[first],
+                                        "batched": batched[first]}
+            causes = []
+            if settings.get("padding_side") == "right":
+                causes.append("right padding on a decoder-only model")
+            if not settings.get("attention_mask_passed"):
+                causes.append("no attention mask")
+            if settings.get("pad_token_id") is not None and settings.get("pad_token_id") == settings.get("eos_token_id"):
+                causes.append("pad == eos")
+            evidence["likely_causes"] = causes
+            return failed(f"{len(differing)}/{len(prompts)} greedy outputs change when batched "
+                          f"({how}){': ' + ', '.join(causes) if causes else ''}; first: {prompts[first]!r}", **evidence)
+        return passed(f"greedy outputs are identical one at a time and batched ({len(prompts)} prompts, {how})",
+                      **evidence)

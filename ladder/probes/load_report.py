@@ -1,0 +1,148 @@
+"""load-report: the checkpoint did not load as the user thinks.
+
+What it checks:
+    Loads the checkpoint (once per run, shared with the other rungs) and reads
+    transformers' own loading report: weights the model expects but the files
+    lack (newly initialised at random, e.g. an untied `lm_head`), weights in the
+    files the model does not use, and shape mismatches. It compares the dtype
+    stored on disk (safetensors headers) with the dtype the harness's model had
+    in memory, looks for an adapter (`adapter_config.json`) in or beside the
+    checkpoint that the harness never applied, and checks that the harness
+    loaded the checkpoint the case names.
+
+Why it matters:
+    transformers loads a checkpoint with missing weights after a warning that
+    scrolls past: the missing layers are random, and the model "produces
+    garbage" for a reason that has nothing to do with training. An adapter that
+    was trained but never applied gives the base model's behaviour.
+
+Symptom:
+    Uniform nonsense from the first token, a model that behaves exactly like the
+    base, or a model whose outputs change between two loads.
+
+Fix:
+    Save the full state dict (tie or save `lm_head`), load with the model class
+    the checkpoint was saved from, apply the adapter (`PeftModel.from_pretrained`
+    or `model.load_adapter`) or merge it, and load the path you trained into.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections import Counter
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ladder.probes.base import Probe, ProbeContext, failed, passed, warned
+
+SAFETENSORS_DTYPES = {"BF16": "torch.bfloat16", "F16": "torch.float16", "F32": "torch.float32",
+                      "F64": "torch.float64", "I8": "torch.int8", "U8": "torch.uint8"}
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_names: int = Field(default=20, ge=1, description="At most this many weight names in the evidence.")
+
+
+def disk_dtypes(folder: Path) -> dict[str, int]:
+    """Tensor dtypes stored in the folder's safetensors files (from their headers), counted."""
+    counts: Counter[str] = Counter()
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            with open(file, "rb") as handle:
+                (length,) = struct.unpack("<Q", handle.read(8))
+                header = json.loads(handle.read(length))
+        except (OSError, ValueError, struct.error):
+            continue
+        for name, entry in header.items():
+            if name != "__metadata__" and isinstance(entry, dict):
+                counts[SAFETENSORS_DTYPES.get(entry.get("dtype"), entry.get("dtype"))] += 1
+    return dict(counts)
+
+
+def adapter_dirs(folder: Path) -> list[Path]:
+    """Folders holding an adapter_config.json: the checkpoint itself or a folder inside it."""
+    found = [folder] if (folder / "adapter_config.json").is_file() else []
+    if folder.is_dir():
+        found += sorted(p.parent for p in folder.glob("*/adapter_config.json"))
+    return found
+
+
+class LoadReport(Probe):
+    name = "load-report"
+    needs = ("model",)
+    capabilities = ("weights",)
+    Params = Params
+
+    def run(self, ctx: ProbeContext):
+        import os
+
+        from ladder.backends.hf import hf_model
+        from ladder.harness import harness_error_finding, harness_run
+
+        params: Params = ctx.params
+        folder = Path(ctx.case.model)
+        run = None
+        if ctx.case.harness or ctx.case.harness_cmd or ctx.case.transcript:
+            run = harness_run(ctx)
+            if (problem := harness_error_finding(run)) is not None:
+                return problem
+        model = hf_model(ctx)
+        info = model.loading_info or {}
+        missing = sorted(info.get("missing_keys") or [])
+        unexpected = sorted(info.get("unexpected_keys") or [])
+        mismatched = [list(map(str, m)) if isinstance(m, (list, tuple)) else str(m)
+                      for m in sorted(info.get("mismatched_keys") or [], key=str)]
+        problems, warnings = [], []
+        if missing:
+            problems.append(f"{len(missing)} weights missing from the checkpoint were initialised at random: "
+                            f"{', '.join(missing[:5])}")
+        if unexpected:
+            problems.append(f"{len(unexpected)} weights in the checkpoint were not used by the model: "
+                            f"{', '.join(unexpected[:5])}")
+        if mismatched:
+            problems.append(f"{len(mismatched)} weights have another shape than the model expects")
+
+        stored = disk_dtypes(folder)
+        records = run.generate_records() if run is not None else []
+        harness_dtypes = sorted({r["dtype"] for r in records if r.get("dtype")})
+        ladder_dtype = str(model.model.dtype)
+        if "torch.bfloat16" in stored and "torch.float16" in harness_dtypes:
+            warnings.append("weights stored in bfloat16 ran in float16 in your harness (overflow risk: see numerics)")
+
+        adapters = adapter_dirs(folder)
+        applied = any(r.get("adapters_loaded") for r in records)
+        loads = run.model_loads() if run is not None else []
+        loaded_paths = [load["path"] for load in loads]
+        if adapters and not applied:
+            where = ", ".join(str(a) for a in adapters)
+            if run is not None and run.form != "transcript":
+                problems.append(f"an adapter ({where}) sits in the checkpoint, but the model your harness ran "
+                                f"had no adapter applied")
+            else:
+                warnings.append(f"an adapter ({where}) sits in the checkpoint: make sure it is applied or merged")
+
+        def same(a: str) -> bool:
+            return os.path.exists(a) and os.path.realpath(a) == os.path.realpath(str(folder))
+
+        other = [p for p in loaded_paths if not same(p)]
+        if loaded_paths and not any(same(p) for p in loaded_paths):
+            problems.append(f"your harness loaded {', '.join(other)}, not the case's model {folder}")
+
+        evidence = {
+            "missing_keys": missing[: params.max_names], "unexpected_keys": unexpected[: params.max_names],
+            "mismatched_keys": mismatched[: params.max_names],
+            "counts": {"missing": len(missing), "unexpected": len(unexpected), "mismatched": len(mismatched)},
+            "dtype": {"on_disk": stored, "in_memory_harness": harness_dtypes, "in_memory_ladder": ladder_dtype},
+            "adapter_dirs": [str(a) for a in adapters], "adapter_applied_in_harness": applied,
+            "harness_loaded": loaded_paths, "model": str(folder),
+        }
+        if problems:
+            return failed("; ".join(problems), problems=problems, warnings=warnings, **evidence)
+        if warnings:
+            return warned("; ".join(warnings), warnings=warnings, **evidence)
+        return passed(f"every weight loaded from the checkpoint ({sum(stored.values())} tensors), nothing "
+                      f"initialised at random, no unapplied adapter", **evidence)

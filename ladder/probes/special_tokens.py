@@ -1,0 +1,139 @@
+"""special-tokens: BOS doubled or missing, end-of-turn not a stop token, pad == eos.
+
+What it checks:
+    From the tap's record of what your harness sent: how many BOS tokens start
+    each prompt, against what the model's own template path writes (two when the
+    template writes BOS and the tokenizer adds another; none where the template
+    path has one); whether the template's end-of-turn token is among the stop ids
+    `generate` really ran with; whether pad == eos in the harness's tokenizer; and
+    the rate of generations that ran to `max_new_tokens` without stopping.
+
+Why it matters:
+    A doubled BOS is a sequence the model never saw in training and shifts every
+    position; a missing one does the same. Without the end-of-turn token among
+    the stop ids, the model answers and then keeps going, writing the next user
+    turn itself: it looks like it cannot stop.
+
+Symptom:
+    Replies that run to the length limit, continue with a made-up next turn, or
+    start oddly; a model that is fine in the trainer's evaluation but not in yours.
+
+Fix:
+    Tokenize the rendered template with `add_special_tokens=False` (or use
+    `apply_chat_template(..., return_dict=True)`), pass the end-of-turn id in
+    `eos_token_id` (a list with the eos id) or fix `generation_config.json`, and
+    give the tokenizer a pad token distinct from eos.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ladder.harness import harness_error_finding, harness_run
+from ladder.probes.base import Probe, ProbeContext, failed, passed, skip, warned
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_unstopped_rate: float = Field(default=0.5, ge=0, le=1,
+                                      description="Warn when more generations than this ran to max_new_tokens.")
+
+
+def leading(ids: list[int], token: int | None) -> int:
+    count = 0
+    while token is not None and count < len(ids) and ids[count] == token:
+        count += 1
+    return count
+
+
+def harness_stop_ids(record: dict, model) -> tuple[list[int] | None, str]:
+    """The eos ids generate ran with (effective config), and where they came from."""
+    from ladder.harness.compare import as_id_list
+
+    effective = record.get("effective_generation_config")
+    if effective is not None:
+        return as_id_list(effective.get("eos_token_id")), "the tap (effective generation config)"
+    kwargs = record.get("generate_kwargs") or {}
+    if "eos_token_id" in kwargs:
+        return as_id_list(kwargs["eos_token_id"]), "the transcript's generate_kwargs"
+    return None, "unknown"
+
+
+class SpecialTokens(Probe):
+    name = "special-tokens"
+    needs = ("model", "harness")
+    capabilities = ("chat_template",)
+    Params = Params
+
+    def run(self, ctx: ProbeContext):
+        from ladder.backends.hf import hf_model
+        from ladder.harness.compare import as_id_list, end_of_turn_id, sent_ids, template_analysis
+
+        params: Params = ctx.params
+        run = harness_run(ctx)
+        if (problem := harness_error_finding(run)) is not None:
+            return problem
+        model = hf_model(ctx)
+        tokenizer = model.tokenizer
+        analysis = template_analysis(ctx, model)
+        records = [run.sent(i) for i in range(len(run.calls))]
+        rows = [(i, sent_ids(r, tokenizer)) for i, r in enumerate(records) if sent_ids(r, tokenizer)]
+        if not rows:
+            skip("the tap saw no generate() call from your harness: give --transcript F.jsonl")
+        bos = tokenizer.bos_token_id
+        user_texts = [run.calls[i].get("prompt") or tokenizer.decode(ids, skip_special_tokens=True) for i, ids in rows]
+        reference = [model.chat_ids([{"role": "user", "content": t}]) if analysis is not None
+                     else tokenizer(t)["input_ids"] for t in user_texts]
+        harness_bos = [leading(ids, bos) for _, ids in rows]
+        reference_bos = [leading(ids, bos) for ids in reference]
+        problems, warnings = [], []
+        doubled = sum(1 for h in harness_bos if h >= 2)
+        if doubled:
+            problems.append(f"{doubled}/{len(rows)} prompts start with {max(harness_bos)} BOS tokens "
+                            f"({tokenizer.bos_token!r}); the template path writes {max(reference_bos)}")
+        missing = sum(1 for h, r in zip(harness_bos, reference_bos) if r >= 1 and h == 0)
+        if missing:
+            problems.append(f"{missing}/{len(rows)} prompts have no BOS where the model's path starts with "
+                            f"{tokenizer.bos_token!r}")
+        eot = end_of_turn_id(tokenizer, analysis) if analysis is not None and analysis.end_of_turn else None
+        stops, stops_source = harness_stop_ids(records[rows[0][0]], model)
+        if eot is not None and stops is not None and eot not in stops:
+            problems.append(f"the end-of-turn token {tokenizer.convert_ids_to_tokens(eot)!r} (id {eot}) is not "
+                            f"among the stop ids generate ran with {stops}")
+        state = records[rows[0][0]].get("tokenizer") or {}
+        pad = state.get("pad_token_id", tokenizer.pad_token_id)
+        eos = state.get("eos_token_id", tokenizer.eos_token_id)
+        if pad is not None and pad == eos:
+            warnings.append(f"pad == eos (id {pad}): padding cannot be told from the end of a reply")
+        unstopped, measured = 0, 0
+        for index, _ in rows:
+            record = records[index]
+            outputs = record.get("output_ids")
+            limit = (record.get("effective_generation_config") or {}).get("max_new_tokens") \
+                or (record.get("generate_kwargs") or {}).get("max_new_tokens")
+            if not outputs or not limit:
+                continue
+            measured += 1
+            stop_set = set(stops or []) | set(as_id_list(eot))
+            if len(outputs[0]) >= limit and not stop_set.intersection(outputs[0]):
+                unstopped += 1
+        unstopped_rate = round(unstopped / measured, 3) if measured else None
+        if unstopped_rate is not None and unstopped_rate > params.max_unstopped_rate:
+            warnings.append(f"{unstopped}/{measured} generations ran to max_new_tokens without stopping")
+        evidence = {
+            "leading_bos": {"harness": harness_bos, "template_path": reference_bos},
+            "bos": {"token": tokenizer.bos_token, "id": bos},
+            "end_of_turn": {"token": tokenizer.convert_ids_to_tokens(eot) if eot is not None else None, "id": eot},
+            "stop_ids": stops, "stop_ids_from": stops_source,
+            "pad_token_id": pad, "eos_token_id": eos,
+            "ran_to_max_new_tokens_rate": unstopped_rate,
+            "harness_sent": tokenizer.decode(rows[0][1]),
+            "template_sends": tokenizer.decode(reference[0]),
+        }
+        if problems:
+            return failed("; ".join(problems), problems=problems, warnings=warnings, **evidence)
+        if warnings:
+            return warned("; ".join(warnings), warnings=warnings, **evidence)
+        return passed(f"one BOS where the model's path has one, end-of-turn among the stop ids, "
+                      f"pad distinct from eos ({len(rows)} prompts)", **evidence)

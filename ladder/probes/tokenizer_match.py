@@ -1,0 +1,176 @@
+"""tokenizer-match: the tokenizer and the model disagree.
+
+What it checks:
+    `len(tokenizer)` and the highest id the tokenizer can emit against the
+    embedding's rows (ids beyond them index nothing, or garbage); the bos, eos and
+    pad ids of `config.json` and `generation_config.json` against the tokenizer's;
+    added tokens whose embedding rows look untrained (norm outliers against the
+    rest, or identical rows); and, when your harness loads its tokenizer from
+    somewhere else than the model, whether that tokenizer belongs to this model:
+    the model's loss on neutral text through it against through its own.
+
+Why it matters:
+    A tokenizer with tokens the embedding lacks, special ids that disagree with
+    the config, or a tokenizer of another model turn every prompt into a
+    sequence the model never saw: the output is garbage however good the weights.
+
+Symptom:
+    "index out of range" in the embedding on some prompts, a model that never
+    stops or stops at once, fluent text that is nonsense from the first token.
+
+Fix:
+    Save the tokenizer with the model (`tokenizer.save_pretrained(output_dir)`),
+    call `model.resize_token_embeddings(len(tokenizer))` after adding tokens and
+    train the new rows, and make `config.json`/`generation_config.json` use the
+    tokenizer's special ids.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ladder.probes.base import Probe, ProbeContext, failed, passed, warned
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_outlier_z: float = Field(default=6.0, gt=0,
+                                 description="A robust z-score of an added token's embedding norm beyond this looks untrained.")
+    max_loss_gap: float = Field(default=0.5, ge=0,
+                                description="Nats per character by which another tokenizer may be worse than the model's own.")
+
+
+def _ids(value) -> list[int]:
+    from ladder.harness.compare import as_id_list
+
+    return as_id_list(value)
+
+
+def robust_z(values: list[float], of: float) -> float:
+    ordered = sorted(values)
+    median = ordered[len(ordered) // 2]
+    mad = sorted(abs(v - median) for v in values)[len(values) // 2] or 1e-12
+    return (of - median) / (1.4826 * mad)
+
+
+class TokenizerMatch(Probe):
+    name = "tokenizer-match"
+    needs = ("model",)
+    capabilities = ("weights",)
+    Params = Params
+
+    def run(self, ctx: ProbeContext):
+        import os
+
+        import torch
+
+        from ladder.backends.hf import hf_model
+        from ladder.harness import harness_error_finding, harness_run, probe_prompts
+
+        params: Params = ctx.params
+        model = hf_model(ctx)
+        tokenizer, net = model.tokenizer, model.model
+        rows = net.get_input_embeddings().weight.shape[0]
+        size = len(tokenizer)
+        top_id = max(tokenizer.get_vocab().values())
+        problems, warnings = [], []
+        beyond = sorted(i for i in tokenizer.get_vocab().values() if i >= rows)
+        if size > rows or beyond:
+            names = tokenizer.convert_ids_to_tokens(beyond[:8])
+            problems.append(f"the tokenizer has {size} tokens (ids up to {top_id}) but the embedding has {rows} rows: "
+                            f"{len(beyond)} ids index beyond it ({', '.join(map(repr, names))})")
+
+        config, generation = net.config, net.generation_config
+        special = {}
+        for name in ("bos", "eos", "pad"):
+            mine = getattr(tokenizer, f"{name}_token_id")
+            in_config = _ids(getattr(config, f"{name}_token_id", None))
+            in_generation = _ids(getattr(generation, f"{name}_token_id", None)) if generation is not None else []
+            special[name] = {"tokenizer": mine, "config.json": in_config, "generation_config.json": in_generation}
+            if mine is None:
+                continue
+            lists = [ids for ids in (in_config, in_generation) if ids]
+            if lists and all(mine not in ids for ids in lists):
+                problems.append(f"{name} id {mine} ({getattr(tokenizer, f'{name}_token')!r}) of the tokenizer is "
+                                f"not the config's ({in_config or in_generation})")
+            elif lists and any(mine not in ids for ids in lists):
+                warnings.append(f"{name} id {mine} of the tokenizer disagrees with one of the model's configs")
+
+        # the pad row is never trained (padding_idx) and never matters; the rest count when the template uses them
+        added = sorted(i for i in tokenizer.added_tokens_decoder if i < rows and i != tokenizer.pad_token_id)
+        in_use = set(_template_token_ids(tokenizer)) | {tokenizer.bos_token_id, tokenizer.eos_token_id}
+        untrained = []
+        if added:
+            for label, matrix in (("input", net.get_input_embeddings().weight),
+                                  ("output", getattr(net.get_output_embeddings(), "weight", None))):
+                if matrix is None:
+                    continue
+                norms = matrix.detach().float().norm(dim=-1)
+                regular = [n for i, n in enumerate(norms.tolist()) if i not in set(added)]
+                for token in added:
+                    z = robust_z(regular, norms[token].item())
+                    if abs(z) > params.max_outlier_z:
+                        untrained.append({"token": tokenizer.convert_ids_to_tokens(token), "id": token,
+                                          "embedding": label, "norm": round(norms[token].item(), 4), "z": round(z, 1)})
+                rows_added = matrix.detach().float()[added]
+                if len(added) >= 2 and torch.cdist(rows_added, rows_added).fill_diagonal_(1.0).min().item() < 1e-6:
+                    untrained.append({"embedding": label, "identical_rows": tokenizer.convert_ids_to_tokens(added)})
+        for item in untrained:
+            item["used_by_template"] = item.get("id") in in_use or "identical_rows" in item
+        if any(u["used_by_template"] for u in untrained):
+            problems.append(f"{len(untrained)} added-token embedding rows look untrained: "
+                            + ", ".join(str(u.get("token", u.get("identical_rows"))) for u in untrained[:5]))
+        elif untrained:
+            warnings.append(f"{len(untrained)} added tokens the template does not use have untrained-looking rows")
+
+        evidence = {"tokenizer_size": size, "embedding_rows": rows, "max_token_id": top_id,
+                    "ids_beyond_embedding": beyond[:20], "special_ids": special,
+                    "added_tokens": tokenizer.convert_ids_to_tokens(added), "untrained_rows": untrained}
+
+        run = harness_run(ctx) if (ctx.case.harness or ctx.case.harness_cmd) else None
+        if run is not None and (problem := harness_error_finding(run)) is not None:
+            return problem
+        foreign = [load["path"] for load in (run.tokenizer_loads() if run else [])
+                   if not (os.path.exists(load["path"])
+                           and os.path.realpath(load["path"]) == os.path.realpath(ctx.case.model))]
+        if foreign and not beyond:
+            from transformers import AutoTokenizer
+
+            theirs = AutoTokenizer.from_pretrained(foreign[0], trust_remote_code=ctx.case.trust_remote_code)
+            text = "\n".join(p["prompt"] for p in probe_prompts(ctx.case))
+            own, other = _nats_per_char(model, tokenizer, text, rows), _nats_per_char(model, theirs, text, rows)
+            evidence["harness_tokenizer"] = {"path": foreign[0], "same_vocabulary": theirs.get_vocab() == tokenizer.get_vocab(),
+                                             "nats_per_char": {"harness_tokenizer": other, "model_tokenizer": own}}
+            if other is None:
+                problems.append(f"your harness's tokenizer ({foreign[0]}) emits ids beyond the model's embedding")
+            elif own is not None and other - own > params.max_loss_gap:
+                problems.append(f"your harness's tokenizer ({foreign[0]}) does not belong to this model: loss "
+                                f"{other:.2f} nats/char through it vs {own:.2f} through the model's own")
+        if problems:
+            return failed("; ".join(problems), problems=problems, warnings=warnings, **evidence)
+        if warnings:
+            return warned("; ".join(warnings), warnings=warnings, **evidence)
+        return passed(f"tokenizer ({size} tokens) and model ({rows} embedding rows) agree on ids and special tokens",
+                      **evidence)
+
+
+def _nats_per_char(model, tokenizer, text: str, rows: int) -> float | None:
+    ids = tokenizer(text)["input_ids"]
+    if len(ids) < 2 or max(ids) >= rows:
+        return None
+    values = model.continuation_logprobs([(ids[:1], ids[1:])])[0]
+    return round(-sum(values) / max(1, len(text)), 4)
+
+
+def _template_token_ids(tokenizer) -> list[int]:
+    """Ids of the special tokens the chat template writes (empty without a template)."""
+    if not getattr(tokenizer, "chat_template", None):
+        return []
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}],
+                                             tokenize=False)
+    except Exception:
+        return []
+    special = set(tokenizer.added_tokens_decoder)
+    return [i for i in tokenizer(text, add_special_tokens=False)["input_ids"] if i in special]
