@@ -166,6 +166,80 @@ def write_case(folder: Path, **keys) -> Path:
     return path
 
 
+VARIANT_HARNESS = '''
+"""A harness variant for the interface tests: {doc}"""
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+_tok = AutoTokenizer.from_pretrained({tokenizer!r})
+_model = AutoModelForCausalLM.from_pretrained({model!r})
+_tok.padding_side = {padding_side!r}
+
+
+def _ids(prompt):
+    messages = [{{"role": "user", "content": prompt}}]
+    if {mode!r} == "raw":
+        return _tok(prompt)["input_ids"]
+    if {mode!r} == "render-then-tokenize":
+        return _tok(_tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))["input_ids"]
+    if {mode!r} == "twice":
+        once = _tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return _tok.apply_chat_template([{{"role": "user", "content": once}}], add_generation_prompt=True,
+                                        return_dict=True)["input_ids"]
+    return _tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
+
+
+def ask(prompt):
+    ids = torch.tensor([_ids(prompt)])
+    with torch.no_grad():
+        out = _model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), {kwargs})
+    return _tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def generate_batch(prompts):
+    rows = [_ids(p) for p in prompts]
+    enc = _tok.pad({{"input_ids": rows}}, return_tensors="pt")
+    with torch.no_grad():
+        out = _model.generate(**enc, {kwargs})
+    return [_tok.decode(row[enc["input_ids"].shape[1]:], skip_special_tokens=True) for row in out]
+'''
+
+
+def variant_harness(folder: Path, model: Path, *, mode: str = "template", tokenizer: Path | None = None,
+                    padding_side: str = "left", kwargs: str = "max_new_tokens=16, do_sample=False",
+                    batch: bool = True, doc: str = "") -> str:
+    """A harness file written as users write them; returns its `file.py:ask` spec."""
+    source = VARIANT_HARNESS.format(doc=doc or mode, model=str(model), tokenizer=str(tokenizer or model),
+                                    padding_side=padding_side, mode=mode, kwargs=kwargs)
+    if not batch:
+        source = source[: source.index("def generate_batch")]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "harness.py"
+    path.write_text(source.lstrip(), encoding="utf-8")
+    return f"{path}:ask"
+
+
+def run_rungs(folder: Path, keep: list[str], *, keep_going: bool = True, **case_keys):
+    """Write a case and a ladder of only the `keep` rungs (the shipped ones, others disabled); run it.
+    Returns (report, runner)."""
+    from ladder.case import load_case
+    from ladder.loader import load_ladder
+    from ladder.runner import Runner
+
+    folder.mkdir(parents=True, exist_ok=True)
+    others = [rung for rung in load_ladder().order if rung not in keep]
+    ladder_file = folder / "ladder.yaml"
+    ladder_file.write_text(json.dumps({"name": "interface-only", "extends": "llm-checkpoint", "disable": others}),
+                           encoding="utf-8")
+    case = load_case(write_case(folder, **{k: (str(v) if isinstance(v, Path) else v) for k, v in case_keys.items()}))
+    runner = Runner(load_ladder(str(ladder_file)), case, keep_going=keep_going)
+    return runner.run(), runner
+
+
+def rung(report, rung_id: str):
+    return next(r for r in report.rungs if r.id == rung_id)
+
+
 if __name__ == "__main__":  # build the cache ahead of a test run
     import time
 

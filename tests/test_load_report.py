@@ -1,0 +1,69 @@
+"""load-report: weights left random, an adapter never applied, the wrong checkpoint; the healthy control."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from interface_models import chat_model_dir, probe_prompts, run_rungs, rung, variant_harness
+
+pytestmark = pytest.mark.slow
+
+
+def copy_model(tmp_path, name="model"):
+    dest = tmp_path / name
+    shutil.copytree(chat_model_dir("chatml"), dest, ignore=shutil.ignore_patterns("DONE"))
+    return dest
+
+
+def test_untied_lm_head_missing_from_the_checkpoint_is_named(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = copy_model(tmp_path)
+    weights = load_file(model / "model.safetensors")
+    weights.pop("lm_head.weight")
+    save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
+    report, _ = run_rungs(tmp_path / "run", ["load-report"], model=model)
+    result = rung(report, "load-report")
+    assert result.status.value == "fail", result.summary
+    assert result.evidence["missing_keys"] == ["lm_head.weight"] and "lm_head.weight" in result.summary
+
+
+def test_adapter_in_the_checkpoint_that_the_harness_never_applied(tmp_path):
+    model = copy_model(tmp_path)
+    (model / "adapter").mkdir()
+    (model / "adapter" / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "base_model_name_or_path": str(model), "r": 8, "target_modules": ["q_proj"]}))
+    harness = variant_harness(tmp_path, model, mode="template")
+    report, _ = run_rungs(tmp_path / "run", ["load-report"], model=model, harness=harness, prompts=probe_prompts(2))
+    result = rung(report, "load-report")
+    assert result.status.value == "fail", result.summary
+    assert "adapter" in result.summary and result.evidence["adapter_applied_in_harness"] is False
+
+
+def test_harness_loading_another_checkpoint_is_named(tmp_path):
+    model = copy_model(tmp_path)
+    other = copy_model(tmp_path, "other")
+    harness = variant_harness(tmp_path, other, mode="template")
+    report, _ = run_rungs(tmp_path / "run", ["load-report"], model=model, harness=harness, prompts=probe_prompts(2))
+    result = rung(report, "load-report")
+    assert result.status.value == "fail" and str(other) in result.summary
+
+
+def test_healthy_checkpoint_passes(tmp_path):
+    model = chat_model_dir("chatml")
+    harness = variant_harness(tmp_path, model, mode="template")
+    report, _ = run_rungs(tmp_path / "run", ["load-report"], model=model, harness=harness, prompts=probe_prompts(2))
+    result = rung(report, "load-report")
+    assert result.status.value == "pass", result.summary
+    stored = result.evidence["dtype"]["on_disk"]
+    assert list(stored) == ["torch.float32"] and stored["torch.float32"] > 10
+    assert result.evidence["harness_loaded"] == [str(model)]
+
+
+def test_without_a_model_it_skips(tmp_path):
+    report, _ = run_rungs(tmp_path, ["load-report"])
+    result = rung(report, "load-report")
+    assert result.status.value == "skip" and "--model" in result.summary

@@ -1,0 +1,128 @@
+"""prompt-format on real tiny chat models (ChatML-like and Gemma-like), and the founding case end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers import run_cli
+from interface_models import (base_model_dir, chat_model_dir, probe_prompts, run_rungs, rung, variant_harness,
+                              write_case)
+
+pytestmark = pytest.mark.slow
+
+INTERFACE = ["load-report", "tokenizer-match", "prompt-format", "special-tokens", "generation-config",
+             "batch-consistency", "harness-control"]
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    return probe_prompts(8)
+
+
+@pytest.mark.parametrize("style", ["chatml", "gemma"])
+def test_raw_harness_on_a_chat_model_fails_with_both_paths_side_by_side(tmp_path, prompts, style):
+    model = chat_model_dir(style)
+    harness = variant_harness(tmp_path, model, mode="raw")
+    report, _ = run_rungs(tmp_path, ["prompt-format"], model=model, harness=harness, prompts=prompts)
+    result = rung(report, "prompt-format")
+    assert result.status.value == "fail", result.summary
+    evidence = result.evidence
+    assert evidence["harness_format"] == "raw"
+    side = evidence["side_by_side"]
+    assert set(side) >= {"prompt", "harness_sent", "template_sends", "harness_answer", "template_answer"}
+    assert side["prompt"] in side["harness_sent"] and side["prompt"] in side["template_sends"]
+    metrics = evidence["metrics"]
+    assert metrics["accuracy"]["template"] >= metrics["accuracy"]["harness"] + 0.25
+    assert set(metrics) >= {"accuracy", "end_of_turn_stop_rate", "distinct_2", "mean_logprob"}
+    assert all(set(row) == {"harness", "template"} for row in metrics.values())
+    assert evidence["template"]["end_of_turn"] in side["template_sends"] or evidence["template"]["markers"]
+
+
+@pytest.mark.parametrize("style", ["chatml", "gemma"])
+def test_harness_that_applies_the_template_passes(tmp_path, prompts, style):
+    model = chat_model_dir(style)
+    harness = variant_harness(tmp_path, model, mode="template")
+    report, _ = run_rungs(tmp_path, ["prompt-format"], model=model, harness=harness, prompts=prompts)
+    result = rung(report, "prompt-format")
+    assert result.status.value == "pass", result.summary
+    assert result.evidence["identical_to_template"] == len(prompts)
+
+
+def test_template_applied_twice_is_named(tmp_path, prompts):
+    model = chat_model_dir("chatml")
+    harness = variant_harness(tmp_path, model, mode="twice")
+    report, _ = run_rungs(tmp_path, ["prompt-format"], model=model, harness=harness, prompts=prompts)
+    result = rung(report, "prompt-format")
+    assert result.evidence["harness_format"] == "template-twice"
+    assert result.status.value in ("fail", "warn"), result.summary
+
+
+def test_base_model_without_template_and_raw_harness_skips_with_the_reason(tmp_path, prompts):
+    model = base_model_dir()
+    harness = variant_harness(tmp_path, model, mode="raw")
+    report, _ = run_rungs(tmp_path, ["prompt-format"], model=model, harness=harness, prompts=prompts)
+    result = rung(report, "prompt-format")
+    assert result.status.value == "skip" and "no chat template" in result.summary
+
+
+def test_without_a_harness_it_skips_naming_the_flags(tmp_path, prompts):
+    report, _ = run_rungs(tmp_path, ["prompt-format"], model=chat_model_dir("chatml"), prompts=prompts)
+    result = rung(report, "prompt-format")
+    assert result.status.value == "skip" and "--harness" in result.summary and "--transcript" in result.summary
+
+
+def test_a_crashing_harness_is_an_error_with_its_own_traceback_not_a_verdict(tmp_path, prompts):
+    (tmp_path / "broken.py").write_text("def ask(prompt):\n    return undefined_name + prompt\n", encoding="utf-8")
+    report, _ = run_rungs(tmp_path, INTERFACE[:4], model=chat_model_dir("chatml"),
+                          harness=f"{tmp_path / 'broken.py'}:ask", prompts=prompts)
+    for rung_id in ("prompt-format", "special-tokens"):
+        result = rung(report, rung_id)
+        assert result.status.value == "error", result.summary
+        assert "your harness failed" in result.summary and "NameError" in result.summary
+        assert "broken.py" in result.traceback and "undefined_name" in result.traceback
+    assert report.culprit is None
+
+
+def test_transcript_of_raw_prompts_fails_too(tmp_path, prompts):
+    model = chat_model_dir("chatml")
+    transcript = tmp_path / "t.jsonl"
+    transcript.write_text("".join(json.dumps({"input": p["prompt"], "output": "?"}) + "\n" for p in prompts),
+                          encoding="utf-8")
+    report, _ = run_rungs(tmp_path, ["prompt-format"], model=model, transcript=transcript, prompts=prompts)
+    result = rung(report, "prompt-format")
+    assert result.status.value == "fail" and result.evidence["harness_format"] == "raw"
+    assert result.evidence["harness_form"] == "transcript"
+
+
+def test_interface_rungs_share_one_model_load_and_one_harness_run(tmp_path, prompts):
+    model = chat_model_dir("chatml")
+    harness = variant_harness(tmp_path, model, mode="template")
+    report, runner = run_rungs(tmp_path, INTERFACE, model=model, harness=harness, prompts=prompts)
+    assert runner.resources.builds["hf:model"] == 1
+    assert runner.resources.builds["harness:calls"] == 1
+    statuses = {r.id: r.status.value for r in report.rungs}
+    assert all(statuses[r] in ("pass", "skip") for r in INTERFACE), statuses
+    assert report.culprit is None
+
+
+def test_founding_case_through_the_real_cli_names_prompt_format_first(tmp_path, prompts):
+    model = chat_model_dir("chatml")
+    harness = variant_harness(tmp_path, model, mode="raw", doc="the founding case: raw text to a chat model")
+    case = write_case(tmp_path, description="founding", model=str(model), harness=harness, prompts=prompts)
+    result = run_cli("probe", str(case), "--json", str(tmp_path / "r.json"), timeout=900)
+    assert result.returncode == 1, result.stderr[-3000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["culprit"]["rung"] == "prompt-format"
+    walked = [r for r in report["rungs"] if r["status"] not in ("not-run", "blocked")]
+    assert walked[-1]["id"] == "prompt-format"
+    assert all(r["tier"] == "interface" for r in walked), "no rung of a lower tier runs before the culprit"
+    assert all(r["status"] == "pass" for r in walked[:-1]), [(r["id"], r["status"], r["summary"]) for r in walked]
+
+
+def test_demo_names_prompt_format(tmp_path):
+    pytest.importorskip("ladder.demo", reason="ladder.demo.prepare_demo is not written yet")
+    result = run_cli("demo", "--out", str(tmp_path / "demo"), "--json", str(tmp_path / "r.json"), timeout=1800)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert json.loads((tmp_path / "r.json").read_text())["culprit"]["rung"] == "prompt-format"

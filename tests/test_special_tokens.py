@@ -1,0 +1,43 @@
+"""special-tokens: a doubled BOS, an end-of-turn token missing from the stop ids, and the healthy control."""
+
+from __future__ import annotations
+
+import pytest
+
+from interface_models import chat_model_dir, probe_prompts, run_rungs, rung, variant_harness
+
+pytestmark = pytest.mark.slow
+
+
+def run(tmp_path, style, **harness):
+    model = chat_model_dir(style)
+    spec = variant_harness(tmp_path, model, **harness)
+    report, _ = run_rungs(tmp_path, ["special-tokens"], model=model, harness=spec, prompts=probe_prompts(6))
+    return rung(report, "special-tokens")
+
+
+def test_template_rendered_to_text_then_tokenized_doubles_bos(tmp_path):
+    result = run(tmp_path, "gemma", mode="render-then-tokenize")
+    assert result.status.value == "fail", result.summary
+    assert "BOS" in result.summary
+    assert min(result.evidence["leading_bos"]["harness"]) == 2
+    assert max(result.evidence["leading_bos"]["template_path"]) == 1
+
+
+def test_end_of_turn_missing_from_the_stop_ids(tmp_path):
+    result = run(tmp_path, "chatml", kwargs="max_new_tokens=16, do_sample=False, eos_token_id=_tok.eos_token_id")
+    assert result.status.value == "fail", result.summary
+    assert "end-of-turn" in result.summary
+    assert result.evidence["end_of_turn"]["id"] not in result.evidence["stop_ids"]
+
+
+@pytest.mark.parametrize("style", ["chatml", "gemma"])
+def test_healthy_harness_passes(tmp_path, style):
+    result = run(tmp_path, style, mode="template")
+    assert result.status.value == "pass", result.summary
+
+
+def test_without_a_harness_it_skips(tmp_path):
+    report, _ = run_rungs(tmp_path, ["special-tokens"], model=chat_model_dir("chatml"))
+    result = rung(report, "special-tokens")
+    assert result.status.value == "skip" and "--harness" in result.summary

@@ -1,0 +1,78 @@
+"""tokenizer-match: tokens beyond the embedding, special ids against the config, a foreign tokenizer."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from interface_models import CACHE, _locked_build, chat_model_dir, probe_prompts, run_rungs, rung, variant_harness
+
+pytestmark = pytest.mark.slow
+
+
+def copy_model(tmp_path):
+    dest = tmp_path / "model"
+    shutil.copytree(chat_model_dir("chatml"), dest, ignore=shutil.ignore_patterns("DONE"))
+    return dest
+
+
+def foreign_tokenizer_dir():
+    """A tokenizer trained on another corpus with another seed: same special tokens, other ids."""
+
+    def build(dest):
+        from ladder.fixtures.tokenizer import build_tokenizer
+
+        extra = ("banana", "orchard", "harvest", "crate", "ripe", "peel", "basket", "market", "sweet", "yellow")
+        build_tokenizer("chatml", 500, 9, 1000, extra).save_pretrained(dest)
+
+    return _locked_build(CACHE / "foreign-tokenizer-v1", build)
+
+
+def test_added_tokens_without_resized_embeddings(tmp_path):
+    from transformers import AutoTokenizer
+
+    model = copy_model(tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer.add_tokens(["<tool_call>", "</tool_call>"], special_tokens=True)
+    tokenizer.save_pretrained(model)
+    report, _ = run_rungs(tmp_path / "run", ["tokenizer-match"], model=model)
+    result = rung(report, "tokenizer-match")
+    assert result.status.value == "fail", result.summary
+    assert result.evidence["tokenizer_size"] > result.evidence["embedding_rows"]
+    assert "<tool_call>" in result.summary
+
+
+def test_config_eos_that_is_not_the_tokenizers(tmp_path):
+    model = copy_model(tmp_path)
+    for name in ("config.json", "generation_config.json"):
+        data = json.loads((model / name).read_text())
+        data["eos_token_id"] = 7
+        (model / name).write_text(json.dumps(data))
+    report, _ = run_rungs(tmp_path / "run", ["tokenizer-match"], model=model)
+    result = rung(report, "tokenizer-match")
+    assert result.status.value == "fail" and "eos id" in result.summary, result.summary
+
+
+def test_harness_with_a_tokenizer_of_another_model(tmp_path):
+    model = chat_model_dir("chatml")
+    harness = variant_harness(tmp_path, model, mode="template", tokenizer=foreign_tokenizer_dir())
+    report, _ = run_rungs(tmp_path / "run", ["tokenizer-match"], model=model, harness=harness, prompts=probe_prompts(6))
+    result = rung(report, "tokenizer-match")
+    assert result.status.value == "fail", result.summary
+    nats = result.evidence["harness_tokenizer"]["nats_per_char"]
+    assert nats["harness_tokenizer"] > nats["model_tokenizer"] + 0.5
+
+
+def test_healthy_pair_passes(tmp_path):
+    model = chat_model_dir("chatml")
+    harness = variant_harness(tmp_path, model, mode="template")
+    report, _ = run_rungs(tmp_path / "run", ["tokenizer-match"], model=model, harness=harness, prompts=probe_prompts(2))
+    result = rung(report, "tokenizer-match")
+    assert result.status.value == "pass", result.summary
+
+
+def test_without_a_model_it_skips(tmp_path):
+    report, _ = run_rungs(tmp_path, ["tokenizer-match"])
+    assert rung(report, "tokenizer-match").status.value == "skip"
