@@ -235,3 +235,20 @@ def test_bad_schema_reference_warns(tmp_path, schema_file):
     for reference, said in ((f"{schema_file}:Nope", "has no 'Nope'"), (f"{schema_file}:broken_factory", "needs a GPU")):
         result = run_rung("config-read", train_config=config, config_schema=reference)
         assert result.status.value == "warn" and said in result.summary
+
+
+def test_schema_file_importing_its_sibling_module(tmp_path):
+    write(tmp_path / "settings_base.py", "BATCH = 8\n")
+    schema = write(tmp_path / "train.py", """
+        from dataclasses import dataclass
+        from settings_base import BATCH
+
+
+        @dataclass
+        class Config:
+            learning_rate: float = 5e-5
+            batch_size: int = BATCH
+        """)
+    config = write(tmp_path / "train.yaml", "learning_rate: 1.0e-4\nbatch_size: 4\n")
+    result = run_rung("config-read", train_config=config, config_schema=f"{schema}:Config")
+    assert result.status.value == "pass", result.summary

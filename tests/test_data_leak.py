@@ -112,3 +112,15 @@ def test_evidence_is_json(tmp_path):
     result = run_rung("data-leak", data=train, eval_data=train)
     json.dumps(result.evidence)
     assert result.evidence["eval_overlap"]["fraction"] == 1.0
+
+
+def test_templated_rows_that_differ_in_numbers_are_not_near_copies(tmp_path):
+    def row(a, b):
+        return {"text": f"<|im_start|>user\nWhat is {a} plus {b}?<|im_end|>\n<|im_start|>assistant\n{a + b}<|im_end|>\n"}
+
+    pairs = [(a, b) for a in range(30) for b in range(30)]
+    train = write_jsonl(tmp_path / "train.jsonl", [row(a, b) for a, b in pairs if (a * 31 + b) % 4])
+    evaluation = write_jsonl(tmp_path / "eval.jsonl", [row(a, b) for a, b in pairs if not (a * 31 + b) % 4])
+    result = run_rung("data-leak", data=train, eval_data=evaluation, text_field="text")
+    assert result.status.value == "pass", result.summary
+    assert result.evidence["near_duplicate_rows"] == 0

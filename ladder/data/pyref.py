@@ -29,11 +29,16 @@ def load_object(reference: str) -> Any:
                 spec = importlib.util.spec_from_file_location(module_name, path)
                 module = importlib.util.module_from_spec(spec)
                 sys.modules[module_name] = module
+                folder = str(path.resolve().parent)
+                sys.path.insert(0, folder)  # as when the file runs as a script: its siblings import
                 try:
                     spec.loader.exec_module(module)
                 except BaseException:
                     sys.modules.pop(module_name, None)
                     raise
+                finally:
+                    if folder in sys.path:
+                        sys.path.remove(folder)
         else:
             module = importlib.import_module(target)
     except LoadError:

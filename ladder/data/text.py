@@ -70,11 +70,15 @@ def text_hash(text: str) -> int:
 
 
 class MinHasher:
-    """MinHash signatures over character n-grams of normalised text (numpy, fixed seed)."""
+    """MinHash signatures over word n-grams of normalised text (numpy, fixed seed).
+
+    Words, not characters: templated rows that differ in a number or a name ("What is 12 plus
+    34?" / "... 35?") share most character n-grams but few word n-grams, and are not copies."""
 
     PRIME = (1 << 61) - 1
+    _WORD = re.compile(r"\w+")
 
-    def __init__(self, permutations: int = 64, ngram: int = 5, seed: int = 1):
+    def __init__(self, permutations: int = 64, ngram: int = 3, seed: int = 1):
         import numpy as np
 
         rng = np.random.default_rng(seed)
@@ -84,11 +88,15 @@ class MinHasher:
         # the n-gram hashes (small multipliers would keep it, and every permutation would pick the same min)
         self.a = rng.integers(1, self.PRIME, size=(permutations, 1), dtype=np.uint64)
         self.b = rng.integers(0, self.PRIME, size=(permutations, 1), dtype=np.uint64)
+        self.mix = rng.integers(1, self.PRIME, size=ngram, dtype=np.uint64) | np.uint64(1)
 
     def signature(self, text: str):
         np = self.np
-        text = normalise(text)
-        n = self.ngram
-        grams = {text[i:i + n] for i in range(max(1, len(text) - n + 1))}
-        hashes = np.fromiter((zlib.crc32(g.encode("utf-8")) for g in grams), dtype=np.uint64, count=len(grams))
-        return ((self.a * hashes + self.b) % self.PRIME).min(axis=1).astype(np.uint64)
+        words = self._WORD.findall(normalise(text)) or [""]
+        tokens = np.fromiter((zlib.crc32(w.encode("utf-8")) for w in words), dtype=np.uint64, count=len(words))
+        n = min(self.ngram, len(tokens))
+        grams = tokens[: len(tokens) - n + 1] * self.mix[0]
+        for k in range(1, n):
+            grams = grams + tokens[k: len(tokens) - n + 1 + k] * self.mix[k]
+        grams = np.unique(grams)
+        return ((self.a * grams + self.b) % np.uint64(self.PRIME)).min(axis=1)

@@ -2,7 +2,7 @@
 
 What it checks:
     Hashes the normalised text of every training row (case, Unicode form and whitespace
-    folded) to count exact duplicates; estimates near duplicates with MinHash over character
+    folded) to count exact duplicates; estimates near duplicates with MinHash over word
     n-grams and LSH banding among the first rows (a bounded sample: `near_max_rows`); and, with
     `--eval-data`, counts evaluation rows that appear in training exactly, nearly, or by their
     prompt alone (the user turns of a chat, or a prompt-like field). Memory is 8 bytes per row
@@ -46,9 +46,9 @@ class DataLeakParams(BaseModel):
     max_eval_overlap_fraction: float = Field(default=0.01, ge=0, le=1,
                                              description="Share of evaluation rows found in training (exactly, nearly or by prompt) before the rung fails.")
     near_threshold: float = Field(default=0.85, gt=0, le=1,
-                                  description="Estimated Jaccard similarity of character n-grams above which two rows are near duplicates.")
+                                  description="Estimated Jaccard similarity of word n-grams above which two rows are near duplicates.")
     near_max_rows: int = Field(default=10000, ge=0, description="Rows (of each set) sampled for near duplicates.")
-    ngram: int = Field(default=5, ge=1, description="Characters per n-gram.")
+    ngram: int = Field(default=3, ge=1, description="Words per n-gram.")
     permutations: int = Field(default=64, ge=BANDS, description="MinHash permutations (a multiple of 16).")
 
 
