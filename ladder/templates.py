@@ -11,7 +11,7 @@ it twice, without the generation prompt, through some other format, or as raw te
 
 Renderers: `renderer_for_tokenizer(tokenizer)` (the model's own, via
 `apply_chat_template(tokenize=False)`) or `renderer_for_template(text, bos, eos)`
-(a bare Jinja template, rendered by transformers' own Jinja environment).
+(a bare Jinja template, rendered by `apply_chat_template` of a minimal tokenizer).
 Importing this module imports no torch.
 """
 
@@ -59,15 +59,22 @@ def renderer_for_tokenizer(tokenizer) -> Renderer:
     return render
 
 
-def renderer_for_template(template: str, bos_token: str = "<s>", eos_token: str = "</s>", **extra: Any) -> Renderer:
-    """Render a bare Jinja chat template the way transformers does, with these special tokens."""
-    from transformers.utils.chat_template_utils import render_jinja_template
+def renderer_for_template(template: str, bos_token: str = "<s>", eos_token: str = "</s>") -> Renderer:
+    """Render a bare Jinja chat template the way transformers does, with these special tokens.
+
+    The template is given to `apply_chat_template` of a minimal tokenizer (public API only),
+    so it renders exactly as it would in a model's tokenizer with these bos and eos tokens.
+    """
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>")),
+                                        unk_token="<unk>")
 
     def render(messages: Messages, add_generation_prompt: bool) -> str:
-        rendered, _ = render_jinja_template(conversations=[messages], chat_template=template,
-                                            add_generation_prompt=add_generation_prompt,
-                                            bos_token=bos_token, eos_token=eos_token, **extra)
-        return rendered[0]
+        return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
+                                             add_generation_prompt=add_generation_prompt,
+                                             bos_token=bos_token, eos_token=eos_token)
 
     return render
 

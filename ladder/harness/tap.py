@@ -24,7 +24,8 @@ import os
 import threading
 from typing import Any
 
-# Auto classes call PreTrainedModel.from_pretrained inside; only the outermost load is recorded.
+# from_pretrained of one class may call another's inside; only the outermost load is recorded.
+# AutoModel* classes end in PreTrainedModel.from_pretrained, which is where models are caught.
 _depth = threading.local()
 
 
@@ -83,12 +84,10 @@ class Tap:
     def __enter__(self) -> "Tap":
         import transformers
         from transformers import AutoTokenizer, GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
-        from transformers.models.auto.auto_factory import _BaseAutoModelClass
 
         try:
             self._patch(GenerationMixin, "generate", self._wrap_generate(GenerationMixin.__dict__["generate"]))
             self._patch_loader(PreTrainedModel, "model")
-            self._patch_loader(_BaseAutoModelClass, "model")
             self._patch_loader(PreTrainedTokenizerBase, "tokenizer")
             self._patch_loader(AutoTokenizer, "tokenizer")
         except BaseException:
