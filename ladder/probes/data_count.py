@@ -350,6 +350,9 @@ def _verdict(evidence, totals, usable, expected, run, file_problems, params):
         about = "" if run.get("exact") else "about "
         parts.append(f"the run consumed {about}{consumed} ({_pct(consumed, reference)})")
     loss_zero = run.get("loss_zero") if run else None
+    loss = run.get("loss") if run else None
+    if loss and not loss_zero and consumed is not None and consumed < reference * (1 - tol):
+        parts.append(f"training loss ended at {loss['loss'][-1]:.2f} (step {loss['step'][-1]})")
     if loss_zero:
         said = (f"training loss reached {loss_zero['value']:.2f} at step {loss_zero['step']} "
                 f"of {loss_zero['of_steps']}")
