@@ -113,11 +113,13 @@ def test_healthy_harness_answers_and_batches_agree():
 
 
 def test_healthy_data_config_run_and_labels_are_consistent():
+    import yaml
+
     folder = cases.build_case("healthy")
     train = import_file(folder / "train.py", "healthy")
     config = train.load_config(folder / "train_config.yaml")
-    raw_config = case_yaml(folder) and __import__("yaml").safe_load((folder / "train_config.yaml").read_text())
-    assert set(raw_config) <= {f for f in train.TrainConfig.__dataclass_fields__}  # every key is read
+    raw_config = yaml.safe_load((folder / "train_config.yaml").read_text())
+    assert set(raw_config) <= set(train.TrainConfig.__dataclass_fields__)  # every key is read
     assert config.learning_rate == 2.0e-4
     rows = import_file(folder / "load_data.py", "healthy").load_rows(folder / config.data_file, config.max_samples)
     assert len(rows) == case_yaml(folder)["expect_samples"] == 600
@@ -166,7 +168,8 @@ def test_eos_missing_generation_runs_past_the_end_of_turn():
     generation = json.loads((folder / "model" / "generation_config.json").read_text())
     tokenizer, _, calls, restore = record_generate_calls(harness_of("eos-missing"))
     end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    assert end_of_turn not in [generation["eos_token_id"]] + list(generation.get("eos_token_id") or [])
+    eos = generation["eos_token_id"]
+    assert end_of_turn not in (eos if isinstance(eos, list) else [eos])
     try:
         for p in case_yaml(folder)["prompts"][:3]:
             harness_of("eos-missing").generate(p["prompt"])
