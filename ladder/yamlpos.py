@@ -41,7 +41,10 @@ def load_yaml_mapping(path: Path, what: str) -> tuple[dict[str, Any], Positions]
     """Parse `path` with the safe loader; return the mapping and the position of each key path."""
     text = read_text_file(path, what)
     shown = str(path)
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:  # e.g. control characters (a binary file)
+        raise InputError.single(f"{what} is not YAML text: {exc}", shown) from None
     try:
         node = loader.get_single_node()
         if node is None:

@@ -151,6 +151,7 @@ BAD_INPUTS = {
     "explain unknown rung": (["explain", "prompt-fromat"], "no rung 'prompt-fromat'"),
     "bad flag value": (["probe", "--expect-samples", "many"], "invalid int value"),
     "non-utf8 ladder": (["validate", "latin1.yaml"], "not UTF-8"),
+    "binary case file": (["probe", "nul.yaml"], "is not YAML text"),
 }
 
 
@@ -163,6 +164,7 @@ def test_bad_input_exits_2_with_a_message(tmp_path, name):
     (tmp_path / "typo.yaml").write_text("modle: x\n")
     (tmp_path / "h.py").write_text("def run(p):\n    return p\n")
     (tmp_path / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    (tmp_path / "nul.yaml").write_bytes(b"a\x00b: 1\n")
     args, message = BAD_INPUTS[name]
     result = run_cli(*args, cwd=tmp_path)
     assert result.returncode == 2, (result.stdout, result.stderr)
