@@ -301,28 +301,29 @@ def table_for(key: str, value: Any) -> EvidenceTable:
 # ---- the rest -------------------------------------------------------------------------------
 
 
-def scalar_block(items: dict[str, Any]) -> list[Widget]:
+def scalar_block(items: dict[str, Any], classes: str = "key-values") -> list[Widget]:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="dim", no_wrap=True)
     grid.add_column(overflow="fold")
     for key, value in items.items():
-        grid.add_row(humanise(key), Text(fmt(value)))
-    return [Static(grid, classes="key-values")]
+        grid.add_row(humanise(key), visible(value) if isinstance(value, str) else Text(fmt(value)))
+    return [Static(grid, classes=classes)]
+
+
+def _rank(key: str, value: Any) -> int:
+    """What a person looks at first: samples side by side and plots, then tables, then the rest."""
+    if key in ("side_by_side", "series"):
+        return 0
+    if is_records(value) or is_dict_of_dicts(value):
+        return 1
+    return 2
 
 
 def evidence_widgets(evidence: dict[str, Any]) -> list[Widget]:
-    """The widgets showing one finding's evidence, in the order the probe wrote it."""
-    widgets: list[Widget] = []
+    """The widgets showing one finding's evidence: scalars first as a key / value list, then the
+    pictures (side by side, plots), the tables, and the rest in the order the probe wrote them."""
     scalars: dict[str, Any] = {}
-
-    def flush() -> None:
-        if scalars:
-            widgets.extend(scalar_block(dict(scalars)))
-            scalars.clear()
-
-    def heading(text: str) -> Label:
-        return Label(Text(humanise(text), style="bold"), classes="evidence-heading")
-
+    blocks: list[tuple[str, Any]] = []
     has_series = isinstance(evidence.get("series"), dict)
     for key, value in evidence.items():
         if key in ("flagged", "series_index") and has_series:
@@ -331,9 +332,11 @@ def evidence_widgets(evidence: dict[str, Any]) -> list[Widget]:
         if (is_scalar(value) and not (isinstance(value, str) and ("\n" in value or len(value) > SHORT_TEXT))) \
                 or short_list:
             scalars[key] = value
-            continue
-        flush()
-        widgets.append(heading(key))
+        else:
+            blocks.append((key, value))
+    widgets: list[Widget] = scalar_block(scalars, "key-values top-values") if scalars else []
+    for key, value in sorted(blocks, key=lambda item: _rank(*item)):
+        widgets.append(Label(Text(humanise(key), style="bold"), classes="evidence-heading"))
         if key == "side_by_side" and (isinstance(value, dict) or is_records(value)):
             samples = [value] if isinstance(value, dict) else value
             widgets.extend(SideBySide(sample, classes="side-by-side") for sample in samples)
@@ -342,7 +345,7 @@ def evidence_widgets(evidence: dict[str, Any]) -> list[Widget]:
             widgets.extend(series_widgets(value, evidence.get("flagged"), index if isinstance(index, str) else None))
         elif is_records(value) or is_dict_of_dicts(value):
             widgets.append(table_for(key, value))
-        elif isinstance(value, dict) and all(is_scalar(v) for v in value.values()):
+        elif isinstance(value, dict):
             widgets.extend(scalar_block(value))
         elif isinstance(value, str):
             widgets.append(Static(visible(value), classes="text-block"))
@@ -351,5 +354,4 @@ def evidence_widgets(evidence: dict[str, Any]) -> list[Widget]:
         else:
             widgets.append(Static(Text(json.dumps(value, indent=2, ensure_ascii=False, default=str)),
                                   classes="text-block"))
-    flush()
     return widgets
