@@ -54,6 +54,22 @@ def prompt_strings(case: "Case") -> list[str]:
     return [p["prompt"] for p in probe_prompts(case)]
 
 
+def probe_texts(ctx, max_prompts: int) -> tuple[list[str], list[str] | None]:
+    """(prompts, reference answers or None): single-turn conversations of `--eval-data`, else `--data`,
+    when the case gives them (text the model should predict well); else the case's prompts alone."""
+    source = ctx.case.eval_data or ctx.case.data
+    if source:
+        from ladder.probes.memorization import conversation_rows
+
+        try:
+            pairs = conversation_rows(source, max_prompts)
+        except Exception:  # unreadable data is the data rungs' finding; fall back to the prompts
+            pairs = []
+        if pairs:
+            return [p for p, _ in pairs], [a for _, a in pairs]
+    return prompt_strings(ctx.case), None
+
+
 def probe_batch(hf: "HFModel", prompts: list[str], *, max_prompts: int = 8,
                 answers: list[str] | None = None) -> ProbeBatch:
     """The prompts through the model's own chat template (plain text when it has none), as one batch.
@@ -228,11 +244,16 @@ def lens_loss(hidden, norm, head, valid, targets) -> float:
     import torch
 
     states = hidden[:, :-1][valid]
+    wanted = targets[valid]
     if states.numel() == 0:
         return float("nan")
-    normed = norm(states) if norm is not None else states
-    logits = head(normed).float()
-    return float(torch.nn.functional.cross_entropy(logits, targets[valid]).item())
+    total, chunk = 0.0, 512  # positions per chunk: the vocabulary-wide logits stay small
+    for start in range(0, states.shape[0], chunk):
+        part = states[start:start + chunk]
+        normed = norm(part) if norm is not None else part
+        logits = head(normed).float()
+        total += float(torch.nn.functional.cross_entropy(logits, wanted[start:start + chunk], reduction="sum"))
+    return total / states.shape[0]
 
 
 # ---- robust statistics ------------------------------------------------------------------------------

@@ -120,17 +120,27 @@ def deep_model_dir(layers: int = 8, seed: int = 0) -> Path:
     return _locked_build(OWN / f"random-{layers}-{_key(str(source), layers, seed)}", build)
 
 
-def fp16_overflow_dir(style: str = "chatml", scale: float = 2048.0) -> Path:
-    """Residual-stream writers scaled by `scale`, stored in float16: float32 logits are unchanged
-    (RMSNorm divides the scale out), float16 activations overflow."""
+def fp16_overflow_dir(style: str = "chatml", headroom: float = 2.0) -> Path:
+    """Residual-stream writers scaled by a power of two that puts the largest float32 activation at
+    `headroom` x 65504, stored in float16: float32 logits are unchanged (RMSNorm divides the scale out),
+    float16 activations overflow."""
     source = chat_model_dir(style)
 
     def build(dest: Path) -> None:
+        import math
+
         import torch
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         _quiet()
         model = AutoModelForCausalLM.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        ids = torch.tensor([tokenizer.apply_chat_template([{"role": "user", "content": "What is 2 plus 3?"}],
+                                                          add_generation_prompt=True, tokenize=True)["input_ids"]])
+        with torch.no_grad():
+            hidden = model(input_ids=ids, output_hidden_states=True).hidden_states  # small: fine here
+        largest = max(float(h.abs().max()) for h in hidden[1:])
+        scale = 2.0 ** math.ceil(math.log2(headroom * 65504 / largest))
         with torch.no_grad():
             model.model.embed_tokens.weight.mul_(scale)
             for layer in model.model.layers:
@@ -139,8 +149,9 @@ def fp16_overflow_dir(style: str = "chatml", scale: float = 2048.0) -> Path:
         model.to(torch.float16)
         model.save_pretrained(dest)
         _copy_tokenizer_files(source, dest)
+        (dest / "scale.txt").write_text(f"{scale}")
 
-    return _locked_build(OWN / f"fp16-overflow-{style}-{_key(str(source), scale)}", build)
+    return _locked_build(OWN / f"fp16-overflow-{style}-{_key(str(source), headroom)}", build)
 
 
 def fp16_healthy_dir(style: str = "chatml") -> Path:

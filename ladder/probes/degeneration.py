@@ -45,6 +45,8 @@ class DegenerationParams(BaseModel):
     ngram: int = Field(default=3, ge=1, description="n of the repeated n-gram share.")
     loop_share: float = Field(default=0.5, ge=0, le=1,
                               description="Share of looping generations beyond which the rung fails.")
+    max_repetition: float = Field(default=0.5, ge=0, le=1,
+                                  description="Mean share of repeated n-grams in replies beyond which the rung fails.")
     min_loop_tokens: int = Field(default=12, ge=4,
                                  description="A loop must cover at least this many trailing tokens.")
     gap_threshold: float = Field(default=1.0, ge=0,
@@ -230,6 +232,10 @@ class Degeneration(Probe):
             return failed(f"{share:.0%} of free-running replies end in a loop under the model's own chat template "
                           f"(stop rate {m['stop_rate']:.0%}, distinct-2 {m['distinct_2']:.2f})"
                           + ("; the base loops as well" if inherited else ""), **evidence)
+        if m["mean_repetition"] > params.max_repetition:
+            return failed(f"free-running replies repeat themselves: {m['mean_repetition']:.0%} of their "
+                          f"{params.ngram}-grams are repeats under the model's own chat template (distinct-2 "
+                          f"{m['distinct_2']:.2f}, stop rate {m['stop_rate']:.0%})", **evidence)
         warnings = []
         if gap is not None and math.isfinite(gap["gap"]) and gap["gap"] > params.gap_threshold:
             warnings.append(f"free-running loss exceeds teacher-forced by {gap['gap']:.2f} nats/token "

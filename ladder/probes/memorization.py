@@ -120,6 +120,14 @@ def count_rows(path: str, cap: int = 1_000_000) -> int:
     return sum(1 for _ in rows_of(path, cap))
 
 
+def up_to_stop(ids: list[int], stops: set[int]) -> list[int]:
+    """`ids` cut after the first stop id (what a template writes after the end of turn is never generated)."""
+    for index, token in enumerate(ids):
+        if token in stops:
+            return ids[:index + 1]
+    return ids
+
+
 def encode(hf, sample, params: MemorizationParams) -> tuple[list[int], list[int]] | None:
     """(prefix ids, continuation ids) of one sample."""
     messages, answer = sample
@@ -133,7 +141,7 @@ def encode(hf, sample, params: MemorizationParams) -> tuple[list[int], list[int]
         prefix = hf.chat_ids(messages, add_generation_prompt=True)
         full = hf.chat_ids(messages + [{"role": "assistant", "content": answer}], add_generation_prompt=False)
         if full[:len(prefix)] == prefix and len(full) > len(prefix):
-            return prefix, full[len(prefix):][:params.continuation_tokens]
+            return prefix, up_to_stop(full[len(prefix):], hf.stop_ids())[:params.continuation_tokens]
     else:
         prefix = list(hf.tokenizer("\n".join(m["content"] for m in messages) + "\n")["input_ids"])
     answer_ids = list(hf.tokenizer(answer, add_special_tokens=False)["input_ids"])

@@ -210,8 +210,9 @@ def attention_comparison(model, batch) -> dict[str, Any] | None:
         except Exception:
             pass
     mask = batch.attention_mask.bool()
+    difference = float((logits["eager"] - logits["sdpa"]).abs()[mask].max().item())
     return {"kl_eager_sdpa": mean_kl(logits["eager"], logits["sdpa"], mask),
-            "max_logit_difference": float((logits["eager"] - logits["sdpa"]).abs()[mask].max().item()),
+            "max_logit_difference": difference if math.isfinite(difference) else None,
             "loaded_with": original}
 
 
@@ -307,9 +308,11 @@ class Numerics(Probe):
                                 f"({modes['training_calls']} of {modes['calls']} calls)"
                                 + (f"; dropout {dropout} is active" if dropout else ""))
         difference = repeat_difference(model, batch, training)
-        evidence["repeat_max_logit_difference"] = difference
+        evidence["repeat_max_logit_difference"] = difference if math.isfinite(difference) else None
         evidence["repeat_mode"] = "train" if training else "eval"
-        if difference > params.repeat_tolerance:
+        if not math.isfinite(difference):
+            notes.append(f"repeated passes not compared: the {own} logits are not finite")
+        elif difference > params.repeat_tolerance:
             problems.append(f"two identical forward passes ({'train' if training else 'eval'} mode) differ by up "
                             f"to {difference:.3g} in the logits")
 
@@ -320,7 +323,10 @@ class Numerics(Probe):
         else:
             evidence["attention"] = attention
             kl = attention.get("kl_eager_sdpa")
-            if kl is not None and kl > params.attention_kl_threshold:
+            if kl is not None and not math.isfinite(kl):
+                attention["kl_eager_sdpa"] = None
+                notes.append(f"eager and SDPA not compared: the {own} logits are not finite")
+            elif kl is not None and kl > params.attention_kl_threshold:
                 problems.append(f"eager and SDPA attention disagree: KL {kl:.3g} nats/token")
 
         evidence["series"] = series

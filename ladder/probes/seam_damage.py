@@ -1,16 +1,18 @@
 """Rung `seam-damage`: a discontinuity between consecutive layers breaks the residual stream.
 
 What it checks:
-    One forward pass of the probe batch (the case's prompts through the model's chat template)
+    One forward pass of the probe batch (conversations from `--eval-data`/`--data` when given, else
+    the case's prompts, through the model's chat template)
     with hooks on the decoder layers that reduce each layer's output on the fly: the residual
     stream's norm, the cosine similarity and relative update between consecutive layers' hidden
     states, and the logit-lens loss of each layer (its hidden state through the final norm and the
     output head, next-token cross-entropy). Memory stays O(layers): only the previous layer's
     hidden state is kept. A robust outlier test (median and MAD) over the per-layer changes flags
     seam indices; layers that are exact copies of an earlier layer (or, with `--base`, of the base's
-    layers out of order) mark where a merge spliced blocks. A structural seam where the logit-lens
-    loss jumps up is damage; with `--base` of the same depth, an outlier the base shows too is not
-    a seam of this checkpoint.
+    layers out of order) mark where a merge spliced blocks. A structural seam is damage when the
+    final loss is above the best logit-lens loss the layers before the seam reached (the inserted
+    stack makes the predictions worse); with `--base` of the same depth, an outlier the base shows
+    too is not a seam of this checkpoint.
 
 Why it matters:
     Frankenmerges that insert or duplicate layers, and blocks spliced from another model, feed a
@@ -193,12 +195,13 @@ class SeamDamage(Probe):
 
     def run(self, ctx: ProbeContext):
         from ladder.backends.hf import hf_model
-        from ladder.internals import decoder_layers, probe_batch, prompt_strings, rounded
+        from ladder.internals import decoder_layers, probe_batch, probe_texts, rounded
 
         params: SeamDamageParams = ctx.params
         hf = hf_model(ctx, "model")
         ctx.progress("one hooked forward pass over the probe batch", 0.1)
-        batch = probe_batch(hf, prompt_strings(ctx.case), max_prompts=params.max_prompts)
+        prompts, answers = probe_texts(ctx, params.max_prompts)
+        batch = probe_batch(hf, prompts, max_prompts=params.max_prompts, answers=answers)
         series = measure_layers(hf, batch)
         layer_path, layers = decoder_layers(hf.model)
         n_layers = len(layers)
@@ -223,8 +226,8 @@ class SeamDamage(Probe):
         if ctx.case.base:
             ctx.progress("the base model's series", 0.7)
             base = hf_model(ctx, "base")
-            base_series = measure_layers(base, probe_batch(base, prompt_strings(ctx.case),
-                                                             max_prompts=params.max_prompts))
+            base_series = measure_layers(base, probe_batch(base, prompts, max_prompts=params.max_prompts,
+                                                             answers=answers))
             for name in ("residual_norm", "cosine_to_previous", "lens_loss"):
                 plotted[f"base_{name}"] = rounded(base_series[name])
             base_layers = len(base_series["lens_loss"])
@@ -234,12 +237,14 @@ class SeamDamage(Probe):
             seams |= set(mapping_seams(mapping))
             if base_layers != n_layers:
                 notes.append(f"the model has {n_layers} layers, its base {base_layers}: layers were inserted "
-                             "or removed" if base_layers else "")
+                             "or removed")
             else:
                 base_outliers = activation_outliers(base_series, params)
 
         lens = series["lens_loss"]
-        damaged_seams = sorted(i for i in seams if i > 0 and lens[i] - lens[i - 1] > params.lens_jump)
+        # damage: the stack after a seam predicts worse than the layers before it already did
+        rise = {i: lens[-1] - min(lens[:i]) for i in seams if i > 0}
+        damaged_seams = sorted(i for i, r in rise.items() if r > params.lens_jump)
         shared = {i for found in base_outliers.values() for i in found}
         seam_outliers = {name: [i for i in found if i not in shared] for name, found in outliers.items()}
         seam_outliers = {name: found for name, found in seam_outliers.items() if found}
@@ -248,11 +253,12 @@ class SeamDamage(Probe):
         flagged = sorted(set(damaged_seams) | {i for found in seam_outliers.values() for i in found})
 
         evidence.update(series=plotted, flagged=flagged, structural_seams=sorted(seams),
+                        loss_rise_after_seam={str(i): round(r, 4) for i, r in sorted(rise.items())},
                         damaged_seams=damaged_seams, outliers=seam_outliers,
                         embedding_norm=rounded(series["_embedding_norm"])[0],
                         thresholds={"z": params.z_threshold, "lens_jump": params.lens_jump})
         if notes:
-            evidence["notes"] = [n for n in notes if n]
+            evidence["notes"] = notes
         if not all(math.isfinite(v) for v in lens):
             return failed("the logit-lens loss is not finite at some layers: the residual stream overflows or "
                           "holds NaN (see the numerics rung)", **evidence)
@@ -260,8 +266,9 @@ class SeamDamage(Probe):
             where = ", ".join(str(i) for i in flagged)
             why = []
             if damaged_seams:
-                why.append(f"spliced or copied layers at {damaged_seams} raise the logit-lens loss by "
-                           + ", ".join(f"{lens[i] - lens[i - 1]:+.2f}" for i in damaged_seams) + " nats")
+                why.append(f"copied or spliced layers start at {damaged_seams}, and the final loss is "
+                           + ", ".join(f"{rise[i]:+.2f}" for i in damaged_seams)
+                           + " nats/token above the best logit-lens loss before the seam")
             if seam_outliers:
                 why.append("; ".join(f"{name} jumps at {found}" for name, found in seam_outliers.items()))
             return failed(f"seam at layer {where}: " + "; ".join(why), **evidence)

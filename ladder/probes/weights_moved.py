@@ -78,18 +78,19 @@ def layer_of(name: str, layer_prefix: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def relative_changes(model, base) -> tuple[dict[str, float], list[str]]:
-    """{parameter: relative change} for parameters both models have with the same shape; and notes."""
+def relative_changes(model, base) -> tuple[dict[str, float], list[str], list[str]]:
+    """({parameter: relative change} for parameters both models have, comparable row-wise; notes;
+    parameters the base lacks (inserted layers, new heads))."""
     import torch
 
     tuned = dict(model.named_parameters())
     original = dict(base.named_parameters())
-    changes, notes = {}, []
+    changes, notes, new = {}, [], []
     with torch.no_grad():
         for name, weight in tuned.items():
             reference = original.get(name)
             if reference is None:
-                notes.append(f"{name}: not in the base")
+                new.append(name)
                 continue
             w, r = weight.detach().float().cpu(), reference.detach().float().cpu()
             if w.shape != r.shape:
@@ -102,7 +103,7 @@ def relative_changes(model, base) -> tuple[dict[str, float], list[str]]:
             norm = r.norm().item()
             diff = (w - r).norm().item()
             changes[name] = diff / norm if norm > 0 else (0.0 if diff == 0 else math.inf)
-    return changes, notes
+    return changes, notes, new
 
 
 # ---- what the configs say was trained ----------------------------------------------------------------
@@ -323,8 +324,12 @@ class WeightsMoved(Probe):
 
         ctx.progress("relative change per parameter", 0.3)
         base = hf_model(ctx, "base")
-        changes, compare_notes = relative_changes(model, base.model)
+        changes, compare_notes, new_parameters = relative_changes(model, base.model)
         notes.extend(compare_notes[:20])
+        if new_parameters:
+            evidence["parameters_not_in_base"] = len(new_parameters)
+            notes.append(f"{len(new_parameters)} parameters are not in the base (first: {new_parameters[0]}): "
+                         "inserted layers or modules count as changed")
         groups = ("attention", "mlp", "norm", "other")
         per_layer: list[list[float]] = [[] for _ in layers]
         per_group: dict[str, list[list[float]]] = {g: [[] for _ in layers] for g in groups}
@@ -349,7 +354,8 @@ class WeightsMoved(Probe):
         unmoved = sorted(n for n, c in changes.items() if c < params.unmoved_below)
         evidence["unmoved_parameters"] = len(unmoved)
         evidence["parameters_compared"] = len(changes)
-        layer_moved = [any(c >= params.unmoved_below for c in v) for v in per_layer]
+        new_layers = {layer_of(n, layer_prefix) for n in new_parameters} - {None}
+        layer_moved = [any(c >= params.unmoved_below for c in v) or i in new_layers for i, v in enumerate(per_layer)]
 
         flagged: set[int] = set()
         intended = intentions(adapter_config, ADAPTER_CONFIG) if adapter_config else []
@@ -391,7 +397,7 @@ class WeightsMoved(Probe):
                 what = "did not move" if m["expect"] == "trained" else "moved although frozen"
                 problems.append(f"{m['count']} parameters {m['source']} `{m['key']}` names as {m['expect']} {what}")
 
-        if changes and len(unmoved) == len(changes):
+        if changes and len(unmoved) == len(changes) and not new_parameters:
             ctx.progress("tuned vs base logits", 0.8)
             difference = logits_difference(hf, base, prompt_strings(case), params.max_prompts)
             evidence["max_logit_difference_to_base"] = difference

@@ -1,0 +1,91 @@
+"""The model-internals rungs in the default ladder: they come after the interface and data rungs, and on
+the founding case (a harness that never applies the chat template) they are blocked, not run."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from ladder.models import Status
+
+INTERNALS = ("numerics", "weights-moved", "memorization", "degeneration", "seam-damage", "attention-collapse")
+
+
+def ancestors(ladder, rung_id: str) -> set[str]:
+    by_id = {r.id: r for r in ladder.rungs}
+    seen: set[str] = set()
+    stack = list(by_id[rung_id].after)
+    while stack:
+        current = stack.pop()
+        if current not in seen:
+            seen.add(current)
+            stack.extend(by_id[current].after)
+    return seen
+
+
+def test_internals_come_after_the_interface_and_data_rungs():
+    from ladder.loader import load_ladder
+
+    ladder = load_ladder(None)
+    ids = [r.id for r in ladder.rungs]
+    interface = [r.id for r in ladder.rungs if r.tier.value == "interface"]
+    for rung_id in INTERNALS:
+        assert rung_id in ids
+        before = ancestors(ladder, rung_id)
+        assert "prompt-format" in before or not interface, (rung_id, before)
+        assert {"data-count", "config-read"} <= before, (rung_id, before)
+
+
+RAW_HARNESS = '''
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+MODEL = {model!r}
+_tok = AutoTokenizer.from_pretrained(MODEL)
+_model = AutoModelForCausalLM.from_pretrained(MODEL)
+
+
+def ask(prompt):
+    enc = _tok(prompt, return_tensors="pt")
+    out = _model.generate(**enc, max_new_tokens=16, do_sample=False)
+    return _tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+'''
+
+
+def founding_case(tmp_path):
+    """The factory's founding case when it exists; else its core, built here: the healthy chat model
+    behind a harness that feeds raw text."""
+    try:
+        from ladder.fixtures.cases import build_case
+    except ImportError:
+        build_case = None
+    if build_case is not None:
+        return build_case("founding", dest=tmp_path / "founding") / "case.yaml"
+    import yaml
+
+    from internals_models import chat_model_dir
+
+    model = chat_model_dir("chatml")
+    folder = tmp_path / "founding"
+    folder.mkdir()
+    (folder / "harness.py").write_text(textwrap.dedent(RAW_HARNESS).format(model=str(model)))
+    prompts = [{"prompt": f"What is {a} plus {b}?", "expect": rf"^\s*{a + b}(?!\d)"}
+               for a, b in ((2, 3), (4, 1), (6, 2), (3, 3))]
+    (folder / "case.yaml").write_text(yaml.safe_dump({"model": str(model), "harness": "harness.py:ask",
+                                                      "prompts": prompts}))
+    return folder / "case.yaml"
+
+
+@pytest.mark.slow
+def test_founding_case_blocks_the_internals(tmp_path):
+    from ladder.case import load_case
+    from ladder.loader import load_ladder
+    from ladder.runner import Runner
+
+    case = load_case(founding_case(tmp_path))
+    report = Runner(load_ladder(None), case, keep_going=True).run()
+    status = {r.id: r.status for r in report.rungs}
+    assert status["prompt-format"] == Status.FAIL
+    for rung_id in INTERNALS:
+        assert status[rung_id] == Status.BLOCKED, (rung_id, status[rung_id])
+    assert report.culprit is not None and report.culprit.rung != "seam-damage"

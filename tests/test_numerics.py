@@ -1,0 +1,109 @@
+"""numerics: fp16 overflow of a checkpoint stored in float16 (fails), the healthy model in float32 and
+float16 (passes), NaN weights (fails), dropout on during the harness's calls (fails), and the skip."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from internals_models import _copy_tokenizer_files, chat_model_dir, fp16_healthy_dir, fp16_overflow_dir, run_rung
+from ladder.models import Status
+
+
+@pytest.mark.slow
+def test_fp16_overflow_fails_with_the_layers(tmp_path):
+    result = run_rung("numerics", tmp_path, model=fp16_overflow_dir("chatml"))
+    assert result.status == Status.FAIL, result.summary
+    ev = result.evidence
+    assert ev["model_dtype"] == "float16" and ev["compared_dtypes"] == ["float16"]
+    assert "float16 diverges from float32" in result.summary
+    assert ev["flagged"], "the overflowing layers must be named"
+    over = ev["series"]["max_abs_float16"]
+    assert any(v is None or v >= 65504 for v in over)  # inf (None in JSON) or at the range
+    assert max(v for v in ev["series"]["max_abs_float32"] if v is not None) > 65504  # float32 holds it
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("style", ["chatml", "gemma"])
+def test_healthy_model_passes_in_float32_and_float16(tmp_path, style):
+    result = run_rung("numerics", tmp_path, params={"dtypes": ["float16", "bfloat16"]},
+                      model=chat_model_dir(style))
+    assert result.status == Status.PASS, (result.summary, result.evidence)
+    assert result.evidence["compared_dtypes"] == ["bfloat16", "float16"]
+    assert result.evidence["attention"]["kl_eager_sdpa"] < 1e-3
+    assert "not checked" in " ".join(result.evidence["notes"])  # no harness: says what it did not check
+
+
+@pytest.mark.slow
+def test_checkpoint_stored_in_float16_without_overflow_passes(tmp_path):
+    result = run_rung("numerics", tmp_path, model=fp16_healthy_dir("chatml"))
+    assert result.status == Status.PASS, (result.summary, result.evidence)
+    assert result.evidence["dtypes"]["float16"]["kl_from_float32"] < 0.05
+
+
+@pytest.mark.slow
+def test_nan_weights_are_named(tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    source = chat_model_dir("chatml")
+    dest = tmp_path / "nan-model"
+    dest.mkdir()
+    shutil.copy2(source / "config.json", dest / "config.json")
+    _copy_tokenizer_files(source, dest)
+    tensors = load_file(str(source / "model.safetensors"))
+    name = "model.layers.2.mlp.down_proj.weight"
+    tensors[name][0, 0] = float("nan")
+    save_file(tensors, str(dest / "model.safetensors"), metadata={"format": "pt"})
+    result = run_rung("numerics", tmp_path, model=dest)
+    assert result.status == Status.FAIL
+    assert result.evidence["nonfinite_weights"][0]["tensor"] == name
+    assert torch.isnan(tensors[name]).sum() == 1
+
+
+TRAIN_MODE_HARNESS = '''
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+MODEL = {model!r}
+_tok = AutoTokenizer.from_pretrained(MODEL)
+_model = AutoModelForCausalLM.from_pretrained(MODEL, attention_dropout=0.3)
+_model.train()  # the bug: never switched to eval
+
+
+def ask(prompt):
+    enc = _tok.apply_chat_template([{{"role": "user", "content": prompt}}], add_generation_prompt=True,
+                                   return_tensors="pt", return_dict=True)
+    out = _model.generate(**enc, max_new_tokens=4, do_sample=False)
+    return _tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+'''
+
+
+@pytest.mark.slow
+def test_harness_in_training_mode_fails(tmp_path):
+    """The tap's recordings (shared through the run's resources) say the model was in training mode."""
+    import yaml
+
+    from ladder.case import Case
+    from ladder.loader import load_ladder
+    from ladder.runner import Runner
+
+    model = chat_model_dir("chatml")
+    harness = tmp_path / "harness.py"
+    harness.write_text(TRAIN_MODE_HARNESS.format(model=str(model)), encoding="utf-8")
+    rungs = [{"id": "prompt-format", "title": "t", "tier": "interface", "probe": "prompt-format", "why": "w",
+              "fix": "f"},
+             {"id": "numerics", "title": "t", "tier": "numerics", "probe": "numerics", "why": "w", "fix": "f"}]
+    ladder_file = tmp_path / "l.yaml"
+    ladder_file.write_text(yaml.safe_dump({"name": "t", "rungs": rungs}))
+    case = Case(model=str(model), harness=f"{harness}:ask", prompts=[{"prompt": "What is 2 plus 3?"}])
+    report = Runner(load_ladder(ladder_file), case, keep_going=True).run()
+    result = {r.id: r for r in report.rungs}["numerics"]
+    assert result.status == Status.FAIL, result.summary
+    assert "training mode" in result.summary
+    assert result.evidence["harness"]["training_calls"] >= 1
+
+
+def test_skips_without_a_model(tmp_path):
+    result = run_rung("numerics", tmp_path)
+    assert result.status == Status.SKIP and "--model" in result.summary
