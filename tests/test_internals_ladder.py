@@ -89,3 +89,44 @@ def test_founding_case_blocks_the_internals(tmp_path):
     for rung_id in INTERNALS:
         assert status[rung_id] == Status.BLOCKED, (rung_id, status[rung_id])
     assert report.culprit is not None and report.culprit.rung != "seam-damage"
+
+
+# ---- the fixture factory's cases, when the factory has them -----------------------------------------------
+
+
+def run_on_case(rung_id: str, case_yaml, params: dict | None = None):
+    import yaml
+
+    from ladder.case import load_case
+    from ladder.loader import load_ladder
+    from ladder.runner import Runner
+
+    shipped = {r.id: r for r in load_ladder(None).rungs}[rung_id]
+    rung = {"id": rung_id, "title": shipped.title, "tier": shipped.tier.value, "probe": shipped.probe,
+            "params": {**shipped.params, **(params or {})}, "why": "w", "fix": "f"}
+    ladder_file = case_yaml.parent.parent / f"{rung_id}.yaml"
+    ladder_file.write_text(yaml.safe_dump({"name": "one", "rungs": [rung]}))
+    return Runner(load_ladder(ladder_file), load_case(case_yaml), keep_going=True).run().rungs[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,rung_id,params,expected", [
+    ("frankenmerge", "seam-damage", None, Status.FAIL),
+    ("fp16-overflow", "numerics", {"dtypes": ["float16"]}, Status.FAIL),
+    ("adapter-unapplied", "weights-moved", None, Status.FAIL),
+])
+def test_factory_broken_cases(tmp_path, name, rung_id, params, expected):
+    cases = pytest.importorskip("ladder.fixtures.cases", reason="the fixture factory has no cases module yet")
+    if name not in cases.CASE_NAMES:
+        pytest.skip(f"the factory has no {name} case yet")
+    result = run_on_case(rung_id, cases.build_case(name, dest=tmp_path / name) / "case.yaml", params)
+    assert result.status == expected, (result.summary, result.evidence)
+
+
+@pytest.mark.slow
+def test_factory_healthy_case_passes_every_internals_rung(tmp_path):
+    cases = pytest.importorskip("ladder.fixtures.cases", reason="the fixture factory has no cases module yet")
+    case_yaml = cases.build_case("healthy", dest=tmp_path / "healthy") / "case.yaml"
+    for rung_id in INTERNALS:
+        result = run_on_case(rung_id, case_yaml)
+        assert result.status == Status.PASS, (rung_id, result.summary, result.evidence)

@@ -4,7 +4,8 @@ attention implementations that disagree.
 What it checks:
     Every weight tensor for NaN or inf (by name). One forward pass of the probe batch in each
     reduced precision the model runs in (the dtype it loads in, the dtype your harness ran it in
-    as the tap recorded, and any the rung's `dtypes` asks for) against the same pass in float32:
+    as the tap recorded, and any the rung's `dtypes` asks for; a failure there fails) and in the
+    `probe_dtypes` (float16, bfloat16; a failure there warns) against the same pass in float32:
     per decoder layer the largest |activation| against the dtype's largest finite value, and the
     KL divergence of the next-token distributions. Whether your harness called the model in
     training mode (from the tap's recordings, when a harness ran), and whether two identical
@@ -47,8 +48,11 @@ class NumericsParams(BaseModel):
 
     max_prompts: int = Field(default=8, ge=1, description="Probe prompts in the batch.")
     dtypes: list[str] = Field(default_factory=list,
-                              description="Reduced precisions to test besides the ones the model runs in "
-                                          "(float16, bfloat16).")
+                              description="Reduced precisions the model is meant to run in, besides the ones it "
+                                          "loads in and the harness used (float16, bfloat16): a failure fails.")
+    probe_dtypes: list[str] = Field(default_factory=lambda: ["float16", "bfloat16"],
+                                    description="Reduced precisions tried as well; a failure there only warns "
+                                                "(the model may never run in them).")
     kl_threshold: float = Field(default=0.05, ge=0,
                                 description="Mean KL (nats per token) from float32 beyond which a dtype fails.")
     range_fraction: float = Field(default=0.5, gt=0, le=1,
@@ -259,8 +263,9 @@ class Numerics(Probe):
         if unknown:
             notes.append(f"dtypes not compared: {unknown}")
         reduced = sorted(d for d in wanted if d in REDUCED)
+        tried = sorted(d for d in params.probe_dtypes if d in REDUCED and d not in wanted)
         evidence.update(model_dtype=own, stored_dtype=dtype_name(stored) if stored is not None else None,
-                        compared_dtypes=reduced)
+                        compared_dtypes=reduced, tried_dtypes=tried)
 
         ctx.progress("float32 reference pass", 0.2)
         reference, ref_max = run_in_dtype(model, torch.float32, batch)
@@ -269,8 +274,9 @@ class Numerics(Probe):
         per_dtype: dict[str, Any] = {}
         if not torch.isfinite(reference[mask]).all():
             problems.append("float32 logits are not finite")
-        for step, name in enumerate(reduced):
-            ctx.progress(f"{name} pass", 0.3 + 0.3 * step / max(1, len(reduced)))
+        for step, name in enumerate(reduced + tried):
+            ctx.progress(f"{name} pass", 0.3 + 0.3 * step / max(1, len(reduced) + len(tried)))
+            runs_in = name in reduced
             dtype = getattr(torch, name)
             logits, maxima = run_in_dtype(model, dtype, batch)
             limit = torch.finfo(dtype).max
@@ -284,14 +290,19 @@ class Numerics(Probe):
             flagged |= set(over)
             if not finite or kl > params.kl_threshold:
                 where = f" (activations reach the {name} range at layers {over})" if over else ""
-                problems.append(f"{name} diverges from float32: KL {kl:.3g} nats/token"
-                                f"{', logits not finite' if not finite else ''}{where}")
+                message = (f"{name} diverges from float32: KL {kl:.3g} nats/token"
+                           f"{', logits not finite' if not finite else ''}{where}")
+                if runs_in:
+                    problems.append(message)
+                else:
+                    warnings.append(message + f"; the model does not run in {name} here, so only a warning")
             elif over:
                 warnings.append(f"{name} activations come within {params.range_fraction:.0%} of the range at "
                                 f"layers {over}")
         evidence["dtypes"] = per_dtype
         if not reduced:
-            notes.append("the model runs in float32 and no reduced precision was asked for (param `dtypes`)")
+            notes.append("the model runs in float32 and no reduced precision was asked for (param `dtypes`); "
+                         f"{', '.join(tried) or 'none'} tried for information")
 
         ctx.progress("dropout and repeated passes", 0.7)
         dropout = dropout_settings(model)
@@ -337,7 +348,8 @@ class Numerics(Probe):
             return failed("; ".join(problems), **evidence)
         if warnings:
             return warned("; ".join(warnings), **evidence)
-        checked = ["weights finite", f"{', '.join(reduced)} agree with float32" if reduced else None,
+        precisions = ", ".join(reduced + tried)
+        checked = ["weights finite", f"{precisions} agree with float32" if precisions else None,
                    "repeated passes agree", "eager and SDPA agree" if attention and "kl_eager_sdpa" in attention
                    else None]
         return passed("; ".join(c for c in checked if c), **evidence)
