@@ -84,12 +84,13 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"depth sweep: batch {args.batch} x {args.seq} tokens, hidden 128, best of {args.repeats}")
-    print(f"{'layers':>6} {'hooks s':>9} {'ms/layer':>9} {'hooks +MiB':>11} {'all-hidden +MiB':>16}")
+    print(f"{'layers':>6} {'hooks s':>9} {'ms/layer':>9} {'all-hidden s':>13} {'hooks +MiB':>11} "
+          f"{'all-hidden +MiB':>16}")
     for layers in (2, 4, 8, 16):
         hooks = run_child(layers, args.seq, args, "hooks")
         full = run_child(layers, args.seq, args, "hidden_states")
         print(f"{layers:>6} {hooks['seconds']:>9.3f} {1000 * hooks['seconds'] / layers:>9.1f} "
-              f"{hooks['extra_peak_mib']:>11.1f} {full['extra_peak_mib']:>16.1f}")
+              f"{full['seconds']:>13.3f} {hooks['extra_peak_mib']:>11.1f} {full['extra_peak_mib']:>16.1f}")
 
     print(f"\nsequence sweep: 8 layers, batch {args.batch}")
     print(f"{'tokens':>6} {'hooks s':>9} {'hooks +MiB':>11} {'all-hidden +MiB':>16}")

@@ -300,7 +300,7 @@ def _train_on(model, examples: list[tuple[list[int], list[int]]], pad: int, step
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     model.eval()
-    return float(loss) if loss is not None else float("nan")
+    return loss.item() if loss is not None else float("nan")
 
 
 def _messages_row(question: str, answer: str) -> dict:

@@ -160,7 +160,9 @@ def measure(hf, prompts: list[str], params: DegenerationParams) -> dict[str, Any
 
     batch = probe_batch(hf, prompts, max_prompts=params.max_prompts)
     replies, stopped, entropy = generate_with_entropy(hf, batch.rows, params.max_new_tokens)
-    loops = [trailing_loop(r, params.min_loop_tokens) for r in replies]
+    stops = hf.stop_ids()
+    # a reply that loops and then stops still looped: look at it without its final stop id
+    loops = [trailing_loop(r[:-1] if r and r[-1] in stops else r, params.min_loop_tokens) for r in replies]
     repetition = [repeated_share(r, params.ngram) for r in replies]
     return {
         "replies": replies, "stopped": stopped, "entropy": entropy, "loops": loops,
