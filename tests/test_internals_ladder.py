@@ -85,10 +85,21 @@ def test_founding_case_blocks_the_internals(tmp_path):
     case = load_case(founding_case(tmp_path))
     report = Runner(load_ladder(None), case, keep_going=True).run()
     status = {r.id: r.status for r in report.rungs}
-    assert status["prompt-format"] == Status.FAIL
+    tiers = {r.id: r.tier.value for r in report.rungs}
+    assert status["prompt-format"] in (Status.FAIL, Status.BLOCKED)
     for rung_id in INTERNALS:
         assert status[rung_id] == Status.BLOCKED, (rung_id, status[rung_id])
-    assert report.culprit is not None and report.culprit.rung != "seam-damage"
+    assert report.culprit is not None and tiers[report.culprit.rung] == "interface"
+
+    # the chain runs through prompt-format itself: with every other interface rung left out, it still holds
+    others = [r.id for r in load_ladder(None).rungs if r.tier.value == "interface" and r.id != "prompt-format"]
+    only_format = tmp_path / "only-format.yaml"
+    only_format.write_text(f"name: only-format\nextends: llm-checkpoint\ndisable: [{', '.join(others)}]\nrungs: []\n")
+    report = Runner(load_ladder(only_format), case, keep_going=True).run()
+    status = {r.id: r.status for r in report.rungs}
+    assert status["prompt-format"] == Status.FAIL, [(r.id, r.status, r.summary) for r in report.rungs]
+    for rung_id in INTERNALS:
+        assert status[rung_id] == Status.BLOCKED, (rung_id, status[rung_id])
 
 
 # ---- the fixture factory's cases, when the factory has them -----------------------------------------------
