@@ -212,7 +212,8 @@ def _write_adapter(dest: Path, model, base_path: Path, *, zero: bool, seed: int 
         for target in ADAPTER_TARGETS:
             weight = getattr(layer.self_attn, target).weight
             a = torch.randn(rank, weight.shape[1], generator=generator) * 0.1
-            b = torch.zeros(weight.shape[0], rank) if zero else torch.randn(weight.shape[0], rank, generator=generator) * 0.1
+            b = (torch.zeros(weight.shape[0], rank) if zero
+                 else torch.randn(weight.shape[0], rank, generator=generator) * 0.1)
             key = f"base_model.model.model.layers.{index}.self_attn.{target}"
             tensors[f"{key}.lora_A.weight"] = a.contiguous()
             tensors[f"{key}.lora_B.weight"] = b.contiguous()

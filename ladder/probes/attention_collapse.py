@@ -48,7 +48,7 @@ class AttentionCollapseParams(BaseModel):
     max_collapsed_share: float = Field(default=0.5, ge=0, le=1,
                                        description="Share of collapsed heads beyond which the rung fails.")
     max_new_collapsed_share: float = Field(default=0.25, ge=0, le=1,
-                                           description="With --base: share of heads newly collapsed beyond which it fails.")
+                                           description="With --base: share of newly collapsed heads that fails.")
     first_mass_warn: float = Field(default=0.98, ge=0, le=1,
                                    description="Mean mass on the first token above which a head only looks there "
                                                "(counted, not failed: attention sinks are normal).")

@@ -48,7 +48,7 @@ class MemorizationParams(BaseModel):
     exact_gap: float = Field(default=0.4, ge=0, le=1,
                              description="Train minus held-out exact-match rate beyond which the rung fails.")
     loss_ratio: float = Field(default=10.0, ge=1,
-                              description="Held-out over train loss beyond which the rung fails (when train loss is tiny).")
+                              description="Held-out over train loss that fails (when train loss is tiny).")
     tiny_loss: float = Field(default=0.1, ge=0, description="Train loss (nats/token) under which the model fits train.")
     small_train: int = Field(default=2000, ge=1,
                              description="Training rows under which a memorising model points at data-count.")

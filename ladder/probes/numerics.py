@@ -60,7 +60,7 @@ class NumericsParams(BaseModel):
     repeat_tolerance: float = Field(default=1e-4, ge=0,
                                     description="Largest logit difference between two identical forward passes.")
     attention_kl_threshold: float = Field(default=1e-3, ge=0,
-                                          description="Mean KL between eager and SDPA attention beyond which they disagree.")
+                                          description="Mean KL, eager vs SDPA attention, beyond which they disagree.")
 
 
 def dtype_name(dtype) -> str:

@@ -54,9 +54,9 @@ class WeightsMovedParams(BaseModel):
     unmoved_below: float = Field(default=1e-6, ge=0,
                                  description="Relative change under which a parameter did not move.")
     merge_tolerance: float = Field(default=0.05, ge=0,
-                                   description="Relative error of W - W_base against the adapter's B·A under which it is merged.")
+                                   description="Error of W - W_base relative to B·A under which it is merged.")
     logits_tolerance: float = Field(default=1e-5, ge=0,
-                                    description="Largest logit difference under which tuned and base logits are identical.")
+                                    description="Logit difference under which tuned and base are identical.")
     max_prompts: int = Field(default=8, ge=1, description="Probe prompts for the logits comparison.")
 
 
@@ -297,7 +297,8 @@ class WeightsMoved(Probe):
             except (OSError, ValueError) as exc:
                 return failed(f"the adapter in {adapter_dir} cannot be read: {exc}", adapter=str(adapter_dir))
             adapter_info: dict[str, Any] = {"folder": str(adapter_dir), "peft_type": adapter_config.get("peft_type"),
-                                            "r": adapter_config.get("r"), "lora_alpha": adapter_config.get("lora_alpha"),
+                                            "r": adapter_config.get("r"),
+                                            "lora_alpha": adapter_config.get("lora_alpha"),
                                             "target_modules": adapter_config.get("target_modules"),
                                             "base_model_name_or_path": adapter_config.get("base_model_name_or_path"),
                                             "pairs": len(pairs)}
