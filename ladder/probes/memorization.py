@@ -50,6 +50,8 @@ class MemorizationParams(BaseModel):
     loss_ratio: float = Field(default=10.0, ge=1,
                               description="Held-out over train loss that fails (when train loss is tiny).")
     tiny_loss: float = Field(default=0.1, ge=0, description="Train loss (nats/token) under which the model fits train.")
+    high_loss: float = Field(default=1.0, ge=0,
+                             description="Held-out loss (nats/token) a model that only fits train must exceed too.")
     small_train: int = Field(default=2000, ge=1,
                              description="Training rows under which a memorising model points at data-count.")
 
@@ -235,7 +237,7 @@ class Memorization(Probe):
         t_loss, h_loss = train_score["mean_loss"], held_score["mean_loss"]
         recites = t_em >= params.recite_rate and t_em - h_em > params.exact_gap
         ratio = h_loss / max(t_loss, 1e-3) if math.isfinite(h_loss) else math.inf
-        fits_only_train = t_loss <= params.tiny_loss and ratio >= params.loss_ratio
+        fits_only_train = t_loss <= params.tiny_loss and ratio >= params.loss_ratio and h_loss >= params.high_loss
         evidence["loss_ratio"] = round(ratio, 3) if math.isfinite(ratio) else None
         small = train_total < params.small_train
         pointer = f"; the training set has only {train_total} rows: check data-count" if small else ""
