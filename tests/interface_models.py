@@ -77,7 +77,8 @@ def base_model_dir() -> Path:
 def chat_model_dir(style: str) -> Path:
     """The base fine-tuned on templated conversations in `style` (chatml or gemma)."""
     base_recipe, chat_recipe_class = _recipes()
-    chat_recipe = chat_recipe_class(style=style)
+    # pinned, so the cache survives changes of the factory's defaults (this is its recipe of 2026-11-29)
+    chat_recipe = chat_recipe_class(style=style, steps=400, learning_rate=5e-4)
 
     def build(dest: Path) -> None:
         from transformers import AutoModelForCausalLM, GenerationConfig

@@ -127,3 +127,18 @@ def test_demo_names_prompt_format(tmp_path):
     result = run_cli("demo", "--out", str(tmp_path / "demo"), "--json", str(tmp_path / "r.json"), timeout=1800)
     assert result.returncode == 1, result.stderr[-3000:]
     assert json.loads((tmp_path / "r.json").read_text())["culprit"]["rung"] == "prompt-format"
+
+
+def test_harness_command_gets_the_tap_and_fails_the_same_way(tmp_path, prompts):
+    import sys
+
+    model = chat_model_dir("chatml")
+    variant_harness(tmp_path, model, mode="raw")
+    script = tmp_path / "eval.py"
+    script.write_text("import sys\nsys.path.insert(0, %r)\nimport harness\nprint(harness.ask(sys.argv[1]))\n"
+                      % str(tmp_path), encoding="utf-8")
+    report, _ = run_rungs(tmp_path, ["prompt-format"], model=model, prompts=prompts[:4],
+                          harness_cmd=f"{sys.executable} {script} {{prompt}}")
+    result = rung(report, "prompt-format")
+    assert result.status.value == "fail", result.summary
+    assert result.evidence["harness_form"] == "command" and result.evidence["harness_format"] == "raw"

@@ -62,7 +62,8 @@ def test_harness_with_a_tokenizer_of_another_model(tmp_path):
     result = rung(report, "tokenizer-match")
     assert result.status.value == "fail", result.summary
     nats = result.evidence["harness_tokenizer"]["nats_per_char"]
-    assert nats["harness_tokenizer"] > nats["model_tokenizer"] + 0.5
+    assert nats["harness_tokenizer"] > nats["model_tokenizer"] * 1.1
+    assert result.evidence["harness_tokenizer"]["same_ids_on_probe_text"] is False
 
 
 def test_healthy_pair_passes(tmp_path):
@@ -76,3 +77,17 @@ def test_healthy_pair_passes(tmp_path):
 def test_without_a_model_it_skips(tmp_path):
     report, _ = run_rungs(tmp_path, ["tokenizer-match"])
     assert rung(report, "tokenizer-match").status.value == "skip"
+
+
+def test_template_token_left_at_zero_looks_untrained(tmp_path):
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoTokenizer
+
+    model = copy_model(tmp_path)
+    end_of_turn = AutoTokenizer.from_pretrained(model).convert_tokens_to_ids("<|im_end|>")
+    weights = load_file(model / "model.safetensors")
+    weights["model.embed_tokens.weight"][end_of_turn] = 0.0
+    save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
+    report, _ = run_rungs(tmp_path / "run", ["tokenizer-match"], model=model)
+    result = rung(report, "tokenizer-match")
+    assert result.status.value == "fail" and "<|im_end|>" in result.summary, result.summary

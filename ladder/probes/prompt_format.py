@@ -103,7 +103,9 @@ class PromptFormat(Probe):
         ctx.progress("running the model both ways", None)
         stops = stop_set(model, analysis)
         eot = end_of_turn_id(tokenizer, analysis)
-        expects = [asked[i]["expect"] for i in rows]
+        # a transcript may omit the prompt: its expectation is found by the message recovered from the text
+        by_text = {p["prompt"].strip(): p["expect"] for p in probe_prompts(ctx.case)}
+        expects = [asked[i]["expect"] or by_text.get((text or "").strip()) for i, text in zip(rows, user_texts)]
         harness_path = measure_path(model, harness_ids, expects, stops=stops, end_of_turn=eot,
                                     max_new_tokens=params.max_new_tokens)
         template_path = measure_path(model, template_ids, expects, stops=stops, end_of_turn=eot,

@@ -5,7 +5,7 @@ What it checks:
     embedding's rows (ids beyond them index nothing, or garbage); the bos, eos and
     pad ids of `config.json` and `generation_config.json` against the tokenizer's;
     added tokens whose embedding rows look untrained (norm outliers against the
-    rest, or identical rows); and, when your harness loads its tokenizer from
+    rest, far smaller than trained rows, or identical rows); and, when your harness loads its tokenizer from
     somewhere else than the model, whether that tokenizer belongs to this model:
     the model's loss on neutral text through it against through its own.
 
@@ -36,9 +36,10 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_outlier_z: float = Field(default=6.0, gt=0,
-                                 description="A robust z-score of an added token's embedding norm beyond this looks untrained.")
-    max_loss_gap: float = Field(default=0.5, ge=0,
-                                description="Nats per character by which another tokenizer may be worse than the model's own.")
+                                 description="An added token's embedding norm this many robust deviations below the rest looks untrained.")
+    max_loss_ratio: float = Field(default=1.1, ge=1,
+                                  description="How many times the model's own loss (nats per character) another "
+                                              "tokenizer's may reach before it does not belong to the model.")
 
 
 def _ids(value) -> list[int]:
@@ -110,7 +111,8 @@ class TokenizerMatch(Probe):
                 regular = [n for i, n in enumerate(norms.tolist()) if i not in set(added)]
                 for token in added:
                     z = robust_z(regular, norms[token].item())
-                    if abs(z) > params.max_outlier_z:
+                    # trained special tokens often have large norms; untrained rows stay small (near init)
+                    if z < -params.max_outlier_z:
                         untrained.append({"token": tokenizer.convert_ids_to_tokens(token), "id": token,
                                           "embedding": label, "norm": round(norms[token].item(), 4), "z": round(z, 1)})
                 rows_added = matrix.detach().float()[added]
@@ -140,11 +142,12 @@ class TokenizerMatch(Probe):
             theirs = AutoTokenizer.from_pretrained(foreign[0], trust_remote_code=ctx.case.trust_remote_code)
             text = "\n".join(p["prompt"] for p in probe_prompts(ctx.case))
             own, other = _nats_per_char(model, tokenizer, text, rows), _nats_per_char(model, theirs, text, rows)
-            evidence["harness_tokenizer"] = {"path": foreign[0], "same_vocabulary": theirs.get_vocab() == tokenizer.get_vocab(),
+            same_ids = theirs(text)["input_ids"] == tokenizer(text)["input_ids"]
+            evidence["harness_tokenizer"] = {"path": foreign[0], "same_ids_on_probe_text": same_ids,
                                              "nats_per_char": {"harness_tokenizer": other, "model_tokenizer": own}}
             if other is None:
                 problems.append(f"your harness's tokenizer ({foreign[0]}) emits ids beyond the model's embedding")
-            elif own is not None and other - own > params.max_loss_gap:
+            elif not same_ids and own is not None and other > own * params.max_loss_ratio:
                 problems.append(f"your harness's tokenizer ({foreign[0]}) does not belong to this model: loss "
                                 f"{other:.2f} nats/char through it vs {own:.2f} through the model's own")
         if problems:
