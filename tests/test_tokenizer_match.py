@@ -61,9 +61,10 @@ def test_harness_with_a_tokenizer_of_another_model(tmp_path):
     report, _ = run_rungs(tmp_path / "run", ["tokenizer-match"], model=model, harness=harness, prompts=probe_prompts(6))
     result = rung(report, "tokenizer-match")
     assert result.status.value == "fail", result.summary
-    nats = result.evidence["harness_tokenizer"]["nats_per_char"]
-    assert nats["harness_tokenizer"] > nats["model_tokenizer"] * 1.1
-    assert result.evidence["harness_tokenizer"]["same_ids_on_probe_text"] is False
+    comparison = result.evidence["tokenizer_comparisons"][0]
+    nats = comparison["nats_per_char"]
+    assert nats["your harness's tokenizer"] > nats["the checkpoint's own"] * 1.1
+    assert comparison["same_ids_on_probe_text"] is False
 
 
 def test_healthy_pair_passes(tmp_path):

@@ -7,7 +7,7 @@ What it checks:
     files the model does not use, and shape mismatches. It compares the dtype
     stored on disk (safetensors headers) with the dtype the harness's model had
     in memory, looks for an adapter (`adapter_config.json`) in or beside the
-    checkpoint that the harness never applied, and checks that the harness
+    checkpoint, or in the run directory, that the harness never applied, and checks that the harness
     loaded the checkpoint the case names.
 
 Why it matters:
@@ -63,11 +63,20 @@ def disk_dtypes(folder: Path) -> dict[str, int]:
     return dict(counts)
 
 
-def adapter_dirs(folder: Path) -> list[Path]:
-    """Folders holding an adapter_config.json: the checkpoint itself or a folder inside it."""
-    found = [folder] if (folder / "adapter_config.json").is_file() else []
-    if folder.is_dir():
-        found += sorted(p.parent for p in folder.glob("*/adapter_config.json"))
+def adapter_dirs(folder: Path, extra: list[Path] = ()) -> list[Path]:
+    """Folders holding an adapter_config.json: the checkpoint, a folder inside it, a folder beside it,
+    or the run directory (and its checkpoint folders)."""
+    places = [folder, *extra]
+    found: list[Path] = []
+    for place in places:
+        if not place.is_dir():
+            continue
+        candidates = [place, *place.glob("*/")]
+        if place == folder and folder.parent != folder:
+            candidates += [p for p in folder.parent.glob("*/") if p != folder]
+        for candidate in candidates:
+            if (candidate / "adapter_config.json").is_file() and candidate.resolve() not in found:
+                found.append(candidate.resolve())
     return found
 
 
@@ -113,17 +122,18 @@ class LoadReport(Probe):
         if "torch.bfloat16" in stored and "torch.float16" in harness_dtypes:
             warnings.append("weights stored in bfloat16 ran in float16 in your harness (overflow risk: see numerics)")
 
-        adapters = adapter_dirs(folder)
+        adapters = adapter_dirs(folder, [Path(ctx.case.run_dir)] if ctx.case.run_dir else [])
         applied = any(r.get("adapters_loaded") for r in records)
         loads = run.model_loads() if run is not None else []
         loaded_paths = [load["path"] for load in loads]
         if adapters and not applied:
             where = ", ".join(str(a) for a in adapters)
             if run is not None and run.form != "transcript":
-                problems.append(f"an adapter ({where}) sits in the checkpoint, but the model your harness ran "
-                                f"had no adapter applied")
+                problems.append(f"an adapter ({where}) sits in or beside the checkpoint, but the model your "
+                                f"harness ran had no adapter applied")
             else:
-                warnings.append(f"an adapter ({where}) sits in the checkpoint: make sure it is applied or merged")
+                warnings.append(f"an adapter ({where}) sits in or beside the checkpoint: make sure it is applied "
+                                f"or merged")
 
         def same(a: str) -> bool:
             return os.path.exists(a) and os.path.realpath(a) == os.path.realpath(str(folder))

@@ -6,8 +6,10 @@ What it checks:
     pad ids of `config.json` and `generation_config.json` against the tokenizer's;
     added tokens whose embedding rows look untrained (norm outliers against the
     rest, far smaller than trained rows, or identical rows); and, when your harness loads its tokenizer from
-    somewhere else than the model, whether that tokenizer belongs to this model:
-    the model's loss on neutral text through it against through its own.
+    somewhere else than the model (or the case gives a base), whether the tokenizer
+    in use belongs to this model: where it splits the probe text differently from
+    one known to belong (the checkpoint's own, the base's), the model's loss on
+    that text through each.
 
 Why it matters:
     A tokenizer with tokens the embedding lacks, special ids that disagree with
@@ -133,23 +135,37 @@ class TokenizerMatch(Probe):
         run = harness_run(ctx) if (ctx.case.harness or ctx.case.harness_cmd) else None
         if run is not None and (problem := harness_error_finding(run)) is not None:
             return problem
+        # Which tokenizer belongs to the model? Compare the one in use with one known to belong:
+        # the checkpoint's own against the harness's, and the base's against the checkpoint's.
+        text = _probe_text(tokenizer, [p["prompt"] for p in probe_prompts(ctx.case)])
+        comparisons = []
         foreign = [load["path"] for load in (run.tokenizer_loads() if run else [])
                    if not (os.path.exists(load["path"])
                            and os.path.realpath(load["path"]) == os.path.realpath(ctx.case.model))]
-        if foreign and not beyond:
-            from transformers import AutoTokenizer
-
-            theirs = AutoTokenizer.from_pretrained(foreign[0], trust_remote_code=ctx.case.trust_remote_code)
-            text = "\n".join(p["prompt"] for p in probe_prompts(ctx.case))
-            own, other = _nats_per_char(model, tokenizer, text, rows), _nats_per_char(model, theirs, text, rows)
-            same_ids = theirs(text)["input_ids"] == tokenizer(text)["input_ids"]
-            evidence["harness_tokenizer"] = {"path": foreign[0], "same_ids_on_probe_text": same_ids,
-                                             "nats_per_char": {"harness_tokenizer": other, "model_tokenizer": own}}
-            if other is None:
-                problems.append(f"your harness's tokenizer ({foreign[0]}) emits ids beyond the model's embedding")
-            elif not same_ids and own is not None and other > own * params.max_loss_ratio:
-                problems.append(f"your harness's tokenizer ({foreign[0]}) does not belong to this model: loss "
-                                f"{other:.2f} nats/char through it vs {own:.2f} through the model's own")
+        if foreign:
+            comparisons.append(("your harness's tokenizer", foreign[0], "the checkpoint's own", tokenizer))
+        if ctx.case.base and os.path.realpath(ctx.case.base) != os.path.realpath(ctx.case.model):
+            comparisons.append(("the checkpoint's tokenizer", tokenizer, "the base model's", ctx.case.base))
+        checked = []
+        for suspect_name, suspect, reference_name, reference in comparisons if not beyond else []:
+            suspect_tok, reference_tok = _tokenizer(suspect, ctx), _tokenizer(reference, ctx)
+            if suspect_tok is None or reference_tok is None:
+                continue
+            same_ids = suspect_tok(text)["input_ids"] == reference_tok(text)["input_ids"]
+            loss = {suspect_name: _nats_per_char(model, suspect_tok, text, rows),
+                    reference_name: _nats_per_char(model, reference_tok, text, rows)}
+            checked.append({"tokenizer": suspect_name, "against": reference_name, "same_ids_on_probe_text": same_ids,
+                            "nats_per_char": loss})
+            if same_ids:
+                continue
+            if loss[suspect_name] is None:
+                problems.append(f"{suspect_name} emits ids beyond the model's embedding")
+            elif loss[reference_name] is not None and loss[suspect_name] > loss[reference_name] * params.max_loss_ratio:
+                problems.append(f"{suspect_name} does not belong to this model: its loss on the probe text is "
+                                f"{loss[suspect_name]:.2f} nats/char, {loss[reference_name]:.2f} through "
+                                f"{reference_name} tokenizer")
+        if checked:
+            evidence["tokenizer_comparisons"] = checked
         if problems:
             return failed("; ".join(problems), problems=problems, warnings=warnings, **evidence)
         if warnings:
@@ -177,3 +193,26 @@ def _template_token_ids(tokenizer) -> list[int]:
         return []
     special = set(tokenizer.added_tokens_decoder)
     return [i for i in tokenizer(text, add_special_tokens=False)["input_ids"] if i in special]
+
+
+def _tokenizer(source, ctx):
+    """A tokenizer object, or one loaded from a path (None when it cannot be loaded)."""
+    if not isinstance(source, str):
+        return source
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=ctx.case.trust_remote_code)
+    except (OSError, ValueError):
+        return None
+
+
+def _probe_text(tokenizer, prompts: list[str]) -> str:
+    """The probe prompts in the format the model was tuned on (its chat template), else as plain lines."""
+    if getattr(tokenizer, "chat_template", None):
+        try:
+            return "".join(tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                                         tokenize=False) for p in prompts)
+        except Exception:  # a template that refuses these messages: fall back to the plain text
+            pass
+    return "\n".join(prompts)
