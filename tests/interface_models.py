@@ -1,9 +1,9 @@
-"""Tiny chat models for the interface-rung tests, built from the fixture factory's own functions.
+"""Models, harness files and a runner shortcut for the interface-rung tests.
 
-`ladder.fixtures.cases.build_case` is used when it exists; until then (and for
-variants the factory does not build) this module trains the same recipe with
-`ladder.fixtures.train` and caches the folders, keyed by the recipe, under
-LADDER_TEST_CACHE (default: ~/.cache/ladder-tests). Builds are locked, so
+The chat models are the fixture factory's (`ladder.fixtures.models`, cached there);
+variants derived here (a base without a template, an untrained tiny model, a
+foreign tokenizer) are cached under LADDER_TEST_CACHE (default:
+~/.cache/ladder-tests), keyed by what they derive from. Builds are locked, so
 parallel test processes build once.
 """
 
@@ -52,51 +52,28 @@ def _recipes():
 
 
 def base_model_dir() -> Path:
-    """The plain-text base model (trained on addition facts), saved with a ChatML-style tokenizer."""
-    base_recipe, _ = _recipes()
+    """The factory's plain-text base model, with its tokenizer's chat template removed (a base model
+    as published: no template)."""
+    from ladder.fixtures import models
+
+    source = models.base_model_dir("chatml")
 
     def build(dest: Path) -> None:
-        from transformers import GenerationConfig
+        for path in source.iterdir():
+            if path.is_file() and path.name not in ("chat_template.jinja", "manifest.json"):
+                shutil.copy2(path, dest / path.name)
+        config = json.loads((dest / "tokenizer_config.json").read_text())
+        config.pop("chat_template", None)
+        (dest / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
 
-        from ladder.fixtures.tokenizer import build_tokenizer
-        from ladder.fixtures.train import pretrain_base
-
-        tokenizer = build_tokenizer("chatml", base_recipe.vocab_size, base_recipe.max_operand, base_recipe.seed)
-        model, _ = pretrain_base(tokenizer, base_recipe)
-        model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
-                                                   eos_token_id=tokenizer.eos_token_id,
-                                                   pad_token_id=tokenizer.pad_token_id)
-        model.save_pretrained(dest)
-        tokenizer.chat_template = None
-        tokenizer.save_pretrained(dest)
-        (dest / "chat_template.jinja").unlink(missing_ok=True)
-
-    return _locked_build(CACHE / f"base-{_key(base_recipe.as_dict())}", build)
+    return _locked_build(CACHE / f"base-untemplated-{source.name}", build)
 
 
 def chat_model_dir(style: str) -> Path:
-    """The base fine-tuned on templated conversations in `style` (chatml or gemma)."""
-    base_recipe, chat_recipe_class = _recipes()
-    # pinned, so the cache survives changes of the factory's defaults (this is its recipe of 2026-11-29)
-    chat_recipe = chat_recipe_class(style=style, steps=400, learning_rate=5e-4)
+    """The factory's chat model: the base fine-tuned on conversations in `style` (chatml or gemma)."""
+    from ladder.fixtures import models
 
-    def build(dest: Path) -> None:
-        from transformers import AutoModelForCausalLM, GenerationConfig
-
-        from ladder.fixtures.tokenizer import build_tokenizer, get_style
-        from ladder.fixtures.train import finetune_chat
-
-        tokenizer = build_tokenizer(style, base_recipe.vocab_size, base_recipe.max_operand, base_recipe.seed)
-        base = AutoModelForCausalLM.from_pretrained(base_model_dir())
-        model, _ = finetune_chat(base, tokenizer, get_style(style), chat_recipe, base_recipe)
-        turn_end = tokenizer.convert_tokens_to_ids(get_style(style).turn_end)
-        model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
-                                                   eos_token_id=[tokenizer.eos_token_id, turn_end],
-                                                   pad_token_id=tokenizer.pad_token_id)
-        model.save_pretrained(dest)
-        tokenizer.save_pretrained(dest)
-
-    return _locked_build(CACHE / f"chat-{style}-{_key(base_recipe.as_dict(), chat_recipe.as_dict())}", build)
+    return models.chat_model_dir(style)
 
 
 def probe_prompts(n: int = HELD_OUT_PROMPTS) -> list[dict]:
