@@ -154,6 +154,24 @@ def test_failed_build_leaves_no_entry(tmp_cache):
     assert not [p for p in tmp_cache.iterdir() if p.is_dir()]
 
 
+def test_waiting_on_another_builder_is_reported(tmp_cache):
+    from filelock import FileLock
+
+    key = cache.recipe_key("held", {"n": 1}, "v1")
+    holder = FileLock(str(tmp_cache / f"held-{key}.lock"))
+    holder.acquire()
+    messages: list[str] = []
+
+    def release_soon(message: str) -> None:
+        messages.append(message)
+        holder.release()  # the other builder finishes; ours may now go on
+
+    path = cache.cached_build("held", {"n": 1}, "v1", lambda folder: (folder / "x").write_text("x"),
+                              progress=release_soon)
+    assert cache.is_valid(path)
+    assert len(messages) == 1 and messages[0].startswith("waiting for another process building held-")
+
+
 def _concurrent_builder(root: str, log: str, result: str) -> None:
     os.environ[cache.CACHE_ENV] = root
 
