@@ -320,8 +320,8 @@ def _rank(key: str, value: Any) -> int:
 
 
 def evidence_widgets(evidence: dict[str, Any]) -> list[Widget]:
-    """The widgets showing one finding's evidence: scalars first as a key / value list, then the
-    pictures (side by side, plots), the tables, and the rest in the order the probe wrote them."""
+    """The widgets showing one finding's evidence: the pictures first (side by side, plots), then the
+    scalars as a key / value list, the tables, and the rest in the order the probe wrote them."""
     scalars: dict[str, Any] = {}
     blocks: list[tuple[str, Any]] = []
     has_series = isinstance(evidence.get("series"), dict)
@@ -334,8 +334,12 @@ def evidence_widgets(evidence: dict[str, Any]) -> list[Widget]:
             scalars[key] = value
         else:
             blocks.append((key, value))
-    widgets: list[Widget] = scalar_block(scalars, "key-values top-values") if scalars else []
-    for key, value in sorted(blocks, key=lambda item: _rank(*item)):
+    blocks.sort(key=lambda item: _rank(*item))
+    pictures = [block for block in blocks if _rank(*block) == 0]
+    widgets: list[Widget] = []
+    for index, (key, value) in enumerate(blocks):
+        if index == len(pictures) and scalars:
+            widgets.extend(scalar_block(scalars, "key-values top-values"))
         widgets.append(Label(Text(humanise(key), style="bold"), classes="evidence-heading"))
         if key == "side_by_side" and (isinstance(value, dict) or is_records(value)):
             samples = [value] if isinstance(value, dict) else value
@@ -354,4 +358,6 @@ def evidence_widgets(evidence: dict[str, Any]) -> list[Widget]:
         else:
             widgets.append(Static(Text(json.dumps(value, indent=2, ensure_ascii=False, default=str)),
                                   classes="text-block"))
+    if len(blocks) == len(pictures) and scalars:
+        widgets.extend(scalar_block(scalars, "key-values top-values"))
     return widgets
