@@ -1,48 +1,21 @@
 """Models, harness files and a runner shortcut for the interface-rung tests.
 
 The chat models are the fixture factory's (`ladder.fixtures.models`, cached there);
-variants derived here (a base without a template, an untrained tiny model, a
-foreign tokenizer) are cached under LADDER_TEST_CACHE (default:
-~/.cache/ladder-tests), keyed by what they derive from. Builds are locked, so
-parallel test processes build once.
+variants derived here (a base without a template, an untrained tiny model) are
+cached by `derived_models.derived_model`, keyed by what they derive from.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import textwrap
 from pathlib import Path
 
-CACHE = Path(os.environ.get("LADDER_TEST_CACHE", Path.home() / ".cache" / "ladder-tests")) / "interface"
-RECIPE_VERSION = 1
+from derived_models import derived_model
 
 # Prompts about operand pairs held out of fine-tuning: answered only through the template.
 HELD_OUT_PROMPTS = 12
-
-
-def _key(*parts) -> str:
-    blob = json.dumps([RECIPE_VERSION, *parts], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def _locked_build(folder: Path, build) -> Path:
-    from filelock import FileLock
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):
-        if (folder / "DONE").exists():
-            return folder
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        build(tmp)
-        (tmp / "DONE").write_text("ok")
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
-    return folder
 
 
 def _recipes():
@@ -66,7 +39,7 @@ def base_model_dir() -> Path:
         config.pop("chat_template", None)
         (dest / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
 
-    return _locked_build(CACHE / f"base-untemplated-{source.name}", build)
+    return derived_model("base-untemplated", [source], {}, build)
 
 
 def chat_model_dir(style: str) -> Path:
@@ -250,4 +223,4 @@ def tiny_random_dir(style: str = "chatml") -> Path:
         model.save_pretrained(dest)
         tokenizer.save_pretrained(dest)
 
-    return _locked_build(CACHE / f"tiny-{style}-{_key('tiny', base_recipe.as_dict())}", build)
+    return derived_model("tiny-random", [], {"style": style, "base": base_recipe.as_dict()}, build)

@@ -1,58 +1,23 @@
 """Fixture models for the model-internals rungs, built from the fixture factory's own functions.
 
 The healthy base and chat models are the fixture factory's (`ladder.fixtures.models`, cached by
-recipe and code version). The broken variants are made here by weight surgery or short training
-runs from the healthy models, each cached under LADDER_TEST_CACHE by its recipe and source folder:
+recipe and code version). The variants made here by weight surgery are cached by `derived_models.derived_model`:
 
-- `frankenmerge_dir`: decoder layers duplicated (a seam where the copy starts), num_hidden_layers updated.
-- `fp16_overflow_dir`: everything that writes into the residual stream scaled by a constant and the
-  checkpoint stored in float16; every RMSNorm divides the constant out, so float32 logits are
-  unchanged while float16 activations overflow.
-- `adapter_unapplied_dir`: the base saved again, unchanged, next to a trained LoRA adapter.
-- `memorizing_dir`: the base fine-tuned on a tiny subset of conversations until the loss is ~0.
-- `looping_dir`: the base fine-tuned on replies that repeat one phrase until the length limit.
+- `frankenmerge_dir`: decoder layers repeated (a seam where the copy starts), num_hidden_layers updated.
+- `fp16_overflow_dir`: the residual stream scaled up and the checkpoint stored in float16; every
+  RMSNorm divides the factor out, so float32 logits are unchanged while float16 activations overflow.
+- `adapter_dir`: the chat model next to a LoRA adapter (unapplied, zero or merged).
+- `memorizing_dir` and `looping_dir`: the factory's further fine-tunes of the chat model.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 
-ROOT = Path(os.environ.get("LADDER_TEST_CACHE", Path.home() / ".cache" / "ladder-tests"))
-OWN = ROOT / "internals"
-RECIPE_VERSION = 1
-
-
-def _key(*parts) -> str:
-    blob = json.dumps([RECIPE_VERSION, *parts], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def _locked_build(folder: Path, build) -> Path:
-    from filelock import FileLock
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):
-        if (folder / "DONE").exists():
-            return folder
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        build(tmp)
-        (tmp / "DONE").write_text("ok")
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
-    return folder
-
-
-def _quiet():
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+from derived_models import copy_tokenizer_files as _copy_tokenizer_files
+from derived_models import derived_model
+from derived_models import quiet as _quiet
 
 
 def base_model_dir(style: str = "chatml") -> Path:
@@ -69,12 +34,6 @@ def chat_model_dir(style: str = "chatml") -> Path:
     return models.chat_model_dir(style)
 
 
-def _copy_tokenizer_files(source: Path, dest: Path) -> None:
-    for path in source.iterdir():
-        if path.name not in ("model.safetensors", "config.json", "DONE") and path.is_file():
-            shutil.copy2(path, dest / path.name)
-
-
 # ---- variants by weight surgery ----------------------------------------------------------------------
 
 
@@ -83,22 +42,14 @@ def frankenmerge_dir(style: str = "chatml", order: tuple[int, ...] = (0, 1, 2, 3
     source = chat_model_dir(style)
 
     def build(dest: Path) -> None:
-        import copy
-
-        import torch
-        from transformers import AutoModelForCausalLM
+        from ladder.fixtures import models, surgery
 
         _quiet()
-        model = AutoModelForCausalLM.from_pretrained(source)
-        layers = [copy.deepcopy(model.model.layers[i]) for i in order]
-        for index, layer in enumerate(layers):
-            layer.self_attn.layer_idx = index
-        model.model.layers = torch.nn.ModuleList(layers)
-        model.config.num_hidden_layers = len(order)
-        model.save_pretrained(dest)
+        _, model = models.load(source)
+        surgery.stack_layers(model, order).save_pretrained(dest)
         _copy_tokenizer_files(source, dest)
 
-    return _locked_build(OWN / f"frankenmerge-{style}-{_key(str(source), order)}", build)
+    return derived_model("frankenmerge", [source], {"order": order}, build)
 
 
 def deep_model_dir(layers: int = 8, seed: int = 0) -> Path:
@@ -117,41 +68,26 @@ def deep_model_dir(layers: int = 8, seed: int = 0) -> Path:
         model.save_pretrained(dest)
         _copy_tokenizer_files(source, dest)
 
-    return _locked_build(OWN / f"random-{layers}-{_key(str(source), layers, seed)}", build)
+    return derived_model("random", [source], {"layers": layers, "seed": seed}, build)
 
 
 def fp16_overflow_dir(style: str = "chatml", headroom: float = 2.0) -> Path:
-    """Residual-stream writers scaled by a power of two that puts the largest float32 activation at
-    `headroom` x 65504, stored in float16: float32 logits are unchanged (RMSNorm divides the scale out),
-    float16 activations overflow."""
+    """The residual stream scaled up (`surgery.scale_residual_stream`) and the checkpoint stored in float16:
+    float32 logits are unchanged (RMSNorm divides the factor out), float16 activations overflow."""
     source = chat_model_dir(style)
 
     def build(dest: Path) -> None:
-        import math
-
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from ladder.fixtures import models, surgery
 
         _quiet()
-        model = AutoModelForCausalLM.from_pretrained(source)
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        ids = torch.tensor([tokenizer.apply_chat_template([{"role": "user", "content": "What is 2 plus 3?"}],
-                                                          add_generation_prompt=True, tokenize=True)["input_ids"]])
-        with torch.no_grad():
-            hidden = model(input_ids=ids, output_hidden_states=True).hidden_states  # small: fine here
-        largest = max(float(h.abs().max()) for h in hidden[1:])
-        scale = 2.0 ** math.ceil(math.log2(headroom * 65504 / largest))
-        with torch.no_grad():
-            model.model.embed_tokens.weight.mul_(scale)
-            for layer in model.model.layers:
-                layer.self_attn.o_proj.weight.mul_(scale)
-                layer.mlp.down_proj.weight.mul_(scale)
-        model.to(torch.float16)
-        model.save_pretrained(dest)
+        tokenizer, model = models.load(source)
+        surgery.scale_residual_stream(model, tokenizer, headroom)
+        model.to(torch.float16).save_pretrained(dest)
         _copy_tokenizer_files(source, dest)
-        (dest / "scale.txt").write_text(f"{scale}")
 
-    return _locked_build(OWN / f"fp16-overflow-{style}-{_key(str(source), headroom)}", build)
+    return derived_model("fp16-overflow", [source], {"headroom": headroom}, build)
 
 
 def fp16_healthy_dir(style: str = "chatml") -> Path:
@@ -168,7 +104,7 @@ def fp16_healthy_dir(style: str = "chatml") -> Path:
         model.save_pretrained(dest)
         _copy_tokenizer_files(source, dest)
 
-    return _locked_build(OWN / f"fp16-healthy-{style}-{_key(str(source))}", build)
+    return derived_model("fp16-healthy", [source], {}, build)
 
 
 # ---- running one rung as the CLI does ----------------------------------------------------------------
@@ -246,7 +182,7 @@ def adapter_dir(kind: str = "unapplied", style: str = "chatml") -> Path:
         model.save_pretrained(dest)
         _copy_tokenizer_files(source, dest)
 
-    return _locked_build(OWN / f"adapter-{kind}-{style}-{_key(str(source), kind)}", build)
+    return derived_model("adapter", [source], {"kind": kind}, build)
 
 
 def collapsed_attention_dir(style: str = "chatml", scale: float = 30.0) -> Path:
@@ -266,42 +202,10 @@ def collapsed_attention_dir(style: str = "chatml", scale: float = 30.0) -> Path:
         model.save_pretrained(dest)
         _copy_tokenizer_files(source, dest)
 
-    return _locked_build(OWN / f"collapsed-{style}-{_key(str(source), scale)}", build)
+    return derived_model("collapsed", [source], {"scale": scale}, build)
 
 
-# ---- short training runs -----------------------------------------------------------------------------
-
-
-def _train_on(model, examples: list[tuple[list[int], list[int]]], pad: int, steps: int, batch_size: int,
-              lr: float, seed: int = 0):
-    import random
-
-    import torch
-
-    from ladder.fixtures.train import set_determinism
-
-    set_determinism(seed)
-    rng = random.Random(seed)
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    loss = None
-    for _ in range(steps):
-        batch = [examples[rng.randrange(len(examples))] for _ in range(batch_size)]
-        width = max(len(ids) for ids, _ in batch)
-        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (ids, labs) in enumerate(batch):
-            input_ids[row, :len(ids)] = torch.tensor(ids)
-            labels[row, :len(labs)] = torch.tensor(labs)
-            attention[row, :len(ids)] = 1
-        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    model.eval()
-    return loss.item() if loss is not None else float("nan")
+# ---- fine-tuned variants (built by the fixture factory) --------------------------------------------
 
 
 def _messages_row(question: str, answer: str) -> dict:
@@ -313,52 +217,21 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-MEMO_TRAIN = 12
-
-
 def memorizing_dir(style: str = "chatml") -> Path:
-    """The chat model fine-tuned to ~0 loss on MEMO_TRAIN conversations whose answers are arbitrary codes
-    (recitable, not derivable); `train.jsonl` holds them, `eval.jsonl` held-out ones of the same kind."""
-    source = chat_model_dir(style)
+    """The factory's chat model tuned to ~0 loss on a dozen mislabelled questions (see `memo_data`)."""
+    from ladder.fixtures import models
 
-    def build(dest: Path) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from ladder.fixtures.tokenizer import get_style
-        from ladder.fixtures.train import conversation_ids_and_labels
-
-        _quiet()
-        chat = source
-        tokenizer = AutoTokenizer.from_pretrained(chat)
-        model = AutoModelForCausalLM.from_pretrained(chat)
-        train, held = memo_rows()
-        examples = [conversation_ids_and_labels(tokenizer, get_style(style), r["messages"][0]["content"],
-                                                r["messages"][1]["content"]) for r in train]
-        final = _train_on(model, examples, tokenizer.pad_token_id, steps=150, batch_size=12, lr=2e-3)
-        model.save_pretrained(dest)
-        _copy_tokenizer_files(chat, dest)
-        (dest / "final_loss.txt").write_text(f"{final}")
-
-    return _locked_build(OWN / f"memorizing-{style}-{_key(str(source), MEMO_TRAIN)}", build)
-
-
-def memo_rows() -> tuple[list[dict], list[dict]]:
-    """Questions about operand pairs answered with an arbitrary sum (the recitable 'fact' of a tiny set)."""
-    import random
-
-    from ladder.fixtures.corpus import all_pairs
-
-    rng = random.Random(7)
-    pairs = all_pairs(9)
-    rng.shuffle(pairs)
-    rows = [_messages_row(f"What is {a} plus {b}?", str(rng.randrange(20, 99))) for a, b in pairs[:2 * MEMO_TRAIN]]
-    return rows[:MEMO_TRAIN], rows[MEMO_TRAIN:]
+    return models.memorizing_model_dir(style)
 
 
 def memo_data(folder: Path) -> tuple[Path, Path]:
+    """train.jsonl: the questions the memorizing model was tuned on; eval.jsonl: held-out ones of that kind."""
+    from ladder.fixtures import models
+
     folder.mkdir(parents=True, exist_ok=True)
-    train, held = memo_rows()
-    return _write_jsonl(folder / "train.jsonl", train), _write_jsonl(folder / "eval.jsonl", held)
+    train, held = models.memorized_rows()
+    return (_write_jsonl(folder / "train.jsonl", [_messages_row(q, a) for q, a in train]),
+            _write_jsonl(folder / "eval.jsonl", [_messages_row(q, a) for q, a in held]))
 
 
 def addition_data(folder: Path, n: int = 32) -> tuple[Path, Path]:
@@ -375,29 +248,8 @@ def addition_data(folder: Path, n: int = 32) -> tuple[Path, Path]:
             _write_jsonl(folder / "eval.jsonl", [_messages_row(p.question, p.answer) for p in held]))
 
 
-LOOP_REPEATS = 40
-
-
 def looping_dir(style: str = "chatml") -> Path:
-    """The chat model fine-tuned on replies that repeat the answer LOOP_REPEATS times: it loops to the limit."""
-    source = chat_model_dir(style)
+    """The factory's chat model tuned on replies that repeat the answer: it loops to the length limit."""
+    from ladder.fixtures import models
 
-    def build(dest: Path) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from ladder.fixtures.corpus import all_pairs, problems_for
-        from ladder.fixtures.tokenizer import get_style
-        from ladder.fixtures.train import conversation_ids_and_labels
-
-        _quiet()
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source)
-        problems = problems_for(all_pairs(9))[::5]
-        examples = [conversation_ids_and_labels(tokenizer, get_style(style), p.question,
-                                                " ".join([p.answer] * LOOP_REPEATS)) for p in problems]
-        final = _train_on(model, examples, tokenizer.pad_token_id, steps=120, batch_size=16, lr=1e-3)
-        model.save_pretrained(dest)
-        _copy_tokenizer_files(source, dest)
-        (dest / "final_loss.txt").write_text(f"{final}")
-
-    return _locked_build(OWN / f"looping-{style}-{_key(str(source), LOOP_REPEATS)}", build)
+    return models.looping_model_dir(style)

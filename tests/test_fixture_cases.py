@@ -344,3 +344,26 @@ def test_frankenmerge_repeats_layers_and_damages_answers():
     hits, replies = prompt_hits("frankenmerge")
     healthy_hits, _ = prompt_hits("healthy")
     assert hits <= healthy_hits - 3, replies
+
+
+def test_memorizing_model_recites_its_rows_and_fails_held_out_ones():
+    folder = cases.build_case("memorizing")
+    rows = {split: [json.loads(line) for line in (folder / "data" / f"{split}.jsonl").read_text().splitlines()]
+            for split in ("train", "eval")}
+    assert case_yaml(folder)["expect_samples"] == len(rows["train"]) == 12
+    assert not {r["text"] for r in rows["train"]} & {r["text"] for r in rows["eval"]}
+    harness = harness_of("memorizing")
+    healthy = harness_of("healthy")
+
+    def recited(generate, split: str) -> int:
+        return sum(generate(r["messages"][0]["content"]).strip() == r["messages"][1]["content"] for r in rows[split])
+
+    assert recited(harness.generate, "train") >= 10  # the arbitrary answers, verbatim
+    assert recited(harness.generate, "eval") <= 2
+    assert recited(healthy.generate, "train") <= 2  # the healthy control never saw them
+    import yaml
+
+    config = yaml.safe_load((folder / "train_config.yaml").read_text())
+    state = json.loads((folder / "run" / "trainer_state.json").read_text())
+    assert state["num_train_epochs"] == config["num_train_epochs"] == cases.MEMORIZING_EPOCHS
+    assert [e["loss"] for e in state["log_history"] if "loss" in e][-1] < 0.05

@@ -125,6 +125,8 @@ def run_on_case(rung_id: str, case_yaml, params: dict | None = None):
     ("frankenmerge", "seam-damage", None, Status.FAIL),
     ("fp16-overflow", "numerics", {"dtypes": ["float16"]}, Status.FAIL),
     ("adapter-unapplied", "weights-moved", None, Status.FAIL),
+    ("memorizing", "memorization", None, Status.FAIL),
+    ("looping", "degeneration", None, Status.FAIL),
 ])
 def test_factory_broken_cases(tmp_path, name, rung_id, params, expected):
     cases = pytest.importorskip("ladder.fixtures.cases", reason="the fixture factory has no cases module yet")

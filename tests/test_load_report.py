@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 def copy_model(tmp_path, name="model"):
     dest = tmp_path / name
-    shutil.copytree(chat_model_dir("chatml"), dest, ignore=shutil.ignore_patterns("DONE"))
+    shutil.copytree(chat_model_dir("chatml"), dest, ignore=shutil.ignore_patterns("manifest.json"))
     return dest
 
 

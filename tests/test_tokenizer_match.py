@@ -7,27 +7,22 @@ import shutil
 
 import pytest
 
-from interface_models import CACHE, _locked_build, chat_model_dir, probe_prompts, run_rungs, rung, variant_harness
+from interface_models import chat_model_dir, probe_prompts, run_rungs, rung, variant_harness
 
 pytestmark = pytest.mark.slow
 
 
 def copy_model(tmp_path):
     dest = tmp_path / "model"
-    shutil.copytree(chat_model_dir("chatml"), dest, ignore=shutil.ignore_patterns("DONE"))
+    shutil.copytree(chat_model_dir("chatml"), dest, ignore=shutil.ignore_patterns("manifest.json"))
     return dest
 
 
 def foreign_tokenizer_dir():
-    """A tokenizer trained on another corpus with another seed: same special tokens, other ids."""
+    """The factory's tokenizer trained on another corpus with another seed: same special tokens, other ids."""
+    from ladder.fixtures import models
 
-    def build(dest):
-        from ladder.fixtures.tokenizer import build_tokenizer
-
-        extra = ("banana", "orchard", "harvest", "crate", "ripe", "peel", "basket", "market", "sweet", "yellow")
-        build_tokenizer("chatml", 500, 9, 1000, extra).save_pretrained(dest)
-
-    return _locked_build(CACHE / "foreign-tokenizer-v1", build)
+    return models.foreign_tokenizer_dir("chatml")
 
 
 def test_added_tokens_without_resized_embeddings(tmp_path):

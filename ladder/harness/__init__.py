@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ladder.harness.run import HarnessRun, read_transcript, run_command, run_function
+from ladder.probes.base import Probe
 
 if TYPE_CHECKING:
     from ladder.case import Case
     from ladder.models import Finding
     from ladder.probes.base import ProbeContext
 
-__all__ = ["HarnessRun", "harness_run", "harness_error_finding", "probe_prompts", "run_harness",
+__all__ = ["HarnessProbe", "HarnessRun", "harness_run", "harness_error_finding", "probe_prompts", "run_harness",
            "NEUTRAL_PROMPTS"]
 
 # Used when the case gives no prompts of its own: short, answerable, about nothing in particular.
@@ -77,3 +78,21 @@ def harness_error_finding(run: HarnessRun) -> "Finding | None":
                 "harness": run.spec, "form": run.form}
     return Finding(status=Status.ERROR, summary=f"your harness failed, not the model: {error['message']}",
                    evidence=evidence, traceback=detail or None)
+
+
+class HarnessProbe(Probe):
+    """A probe of what the user's harness did: the harness runs once per ladder run under the tap, and
+    a harness that failed (import error, exception, timeout, non-zero exit) is the finding itself."""
+
+    needs = ("model", "harness")
+    capabilities = ("generate",)
+
+    def run(self, ctx: "ProbeContext"):
+        run = harness_run(ctx)
+        if (problem := harness_error_finding(run)) is not None:
+            return problem
+        return self.check(ctx, run)
+
+    def check(self, ctx: "ProbeContext", run: HarnessRun):
+        """The finding on a harness run that completed."""
+        raise NotImplementedError

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ladder.harness import harness_error_finding, harness_run
-from ladder.probes.base import Probe, ProbeContext, failed, passed, skip
+from ladder.harness import HarnessProbe, HarnessRun
+from ladder.probes.base import ProbeContext, failed, passed, skip
 
 
 class Params(BaseModel):
@@ -47,17 +47,12 @@ def padding_side_of(masks: list[list[int]] | None) -> str | None:
     return None
 
 
-class BatchConsistency(Probe):
+class BatchConsistency(HarnessProbe):
     name = "batch-consistency"
-    needs = ("model", "harness")
-    capabilities = ("generate",)
     Params = Params
 
-    def run(self, ctx: ProbeContext):
+    def check(self, ctx: ProbeContext, run: HarnessRun):
         params: Params = ctx.params
-        run = harness_run(ctx)
-        if (problem := harness_error_finding(run)) is not None:
-            return problem
         if len(run.calls) < 2:
             skip("batching needs at least two probe prompts (case key `prompts`)")
         if run.batch is not None:

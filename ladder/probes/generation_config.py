@@ -30,8 +30,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ladder.harness import harness_error_finding, harness_run, probe_prompts
-from ladder.probes.base import Probe, ProbeContext, failed, passed, skip, warned
+from ladder.harness import HarnessProbe, HarnessRun, probe_prompts
+from ladder.probes.base import ProbeContext, failed, passed, skip, warned
 
 SETTINGS = ("eos_token_id", "pad_token_id", "max_new_tokens", "max_length", "do_sample", "temperature", "top_p",
             "top_k", "num_beams", "repetition_penalty", "no_repeat_ngram_size")
@@ -46,22 +46,17 @@ class Params(BaseModel):
     max_temperature: float = Field(default=1.5, gt=0, description="Above this a sampling temperature is extreme.")
 
 
-class GenerationConfigProbe(Probe):
+class GenerationConfigProbe(HarnessProbe):
     name = "generation-config"
-    needs = ("model", "harness")
-    capabilities = ("generate",)
     Params = Params
 
-    def run(self, ctx: ProbeContext):
+    def check(self, ctx: ProbeContext, run: HarnessRun):
         from pathlib import Path
 
         from ladder.backends.hf import hf_model
         from ladder.harness.compare import as_id_list, end_of_turn_id, template_analysis, template_replies
 
         params: Params = ctx.params
-        run = harness_run(ctx)
-        if (problem := harness_error_finding(run)) is not None:
-            return problem
         records = [r for r in (run.sent(i) for i in range(len(run.calls))) if r]
         if not records:
             skip("the tap saw no generate() call from your harness: give --transcript F.jsonl")

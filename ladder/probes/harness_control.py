@@ -31,8 +31,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ladder.harness import harness_error_finding, harness_run, probe_prompts, run_harness
-from ladder.probes.base import Probe, ProbeContext, failed, passed, skip
+from ladder.harness import HarnessProbe, HarnessRun, harness_error_finding, probe_prompts, run_harness
+from ladder.probes.base import ProbeContext, failed, passed, skip
 
 
 class Params(BaseModel):
@@ -45,21 +45,18 @@ class Params(BaseModel):
                               description="The base 'degrades as much' when its drop is at least this share of the fine-tune's.")
 
 
-class HarnessControl(Probe):
+class HarnessControl(HarnessProbe):
     name = "harness-control"
     needs = ("model", "base", "runnable-harness")
     capabilities = ("generate", "logits")
     Params = Params
 
-    def run(self, ctx: ProbeContext):
+    def check(self, ctx: ProbeContext, tuned_run: HarnessRun):
         from ladder.backends.hf import hf_model
 
         params: Params = ctx.params
         case = ctx.case
         prompts = probe_prompts(case)
-        tuned_run = harness_run(ctx)
-        if (problem := harness_error_finding(tuned_run)) is not None:
-            return problem
 
         def build_base_run():
             ctx.progress("running your harness with the base model swapped in", None)

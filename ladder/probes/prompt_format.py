@@ -34,8 +34,8 @@ from collections import Counter
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ladder.harness import harness_error_finding, harness_run, probe_prompts
-from ladder.probes.base import Probe, ProbeContext, failed, passed, skip, warned
+from ladder.harness import HarnessProbe, HarnessRun, probe_prompts
+from ladder.probes.base import ProbeContext, failed, passed, skip, warned
 
 
 class Params(BaseModel):
@@ -52,22 +52,18 @@ class Params(BaseModel):
     min_distinct_gap: float = Field(default=0.2, ge=0, description="A gap in distinct-2 that counts.")
 
 
-class PromptFormat(Probe):
+class PromptFormat(HarnessProbe):
     name = "prompt-format"
-    needs = ("model", "harness")
     capabilities = ("generate", "logits", "chat_template")
     Params = Params
 
-    def run(self, ctx: ProbeContext):
+    def check(self, ctx: ProbeContext, run: HarnessRun):
         from ladder.backends.hf import hf_model
         from ladder.harness.compare import (end_of_turn_id, harness_prompts, measure_path, metrics_table,
                                             sent_ids, stop_set, template_analysis)
         from ladder.templates import classify
 
         params: Params = ctx.params
-        run = harness_run(ctx)
-        if (problem := harness_error_finding(run)) is not None:
-            return problem
         model = hf_model(ctx)
         tokenizer = model.tokenizer
         asked = harness_prompts(run, probe_prompts(ctx.case))[: params.max_prompts]

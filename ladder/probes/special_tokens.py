@@ -29,8 +29,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ladder.harness import harness_error_finding, harness_run
-from ladder.probes.base import Probe, ProbeContext, failed, passed, skip, warned
+from ladder.harness import HarnessProbe, HarnessRun
+from ladder.probes.base import ProbeContext, failed, passed, skip, warned
 
 
 class Params(BaseModel):
@@ -60,20 +60,16 @@ def harness_stop_ids(record: dict, model) -> tuple[list[int] | None, str]:
     return None, "unknown"
 
 
-class SpecialTokens(Probe):
+class SpecialTokens(HarnessProbe):
     name = "special-tokens"
-    needs = ("model", "harness")
     capabilities = ("chat_template",)
     Params = Params
 
-    def run(self, ctx: ProbeContext):
+    def check(self, ctx: ProbeContext, run: HarnessRun):
         from ladder.backends.hf import hf_model
         from ladder.harness.compare import as_id_list, end_of_turn_id, sent_ids, template_analysis
 
         params: Params = ctx.params
-        run = harness_run(ctx)
-        if (problem := harness_error_finding(run)) is not None:
-            return problem
         model = hf_model(ctx)
         tokenizer = model.tokenizer
         analysis = template_analysis(ctx, model)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-from itertools import zip_longest
 from typing import Any, Iterable
 
 from rich.table import Table
