@@ -112,6 +112,17 @@ def test_run_with_another_learning_rate_without_schema(tmp_path):
     assert "configured 0.0002, the run logged a constant schedule from 5e-05" in result.summary
 
 
+@pytest.mark.parametrize("logged, expected", [(2e-4, "pass"), (4e-4, "fail")])
+def test_run_that_did_not_follow_the_assumed_schedule_is_judged_by_its_peak(tmp_path, logged, expected):
+    # no lr_scheduler_type: linear is assumed, but the run logged a constant rate
+    config = write(tmp_path / "train.yaml", "learning_rate: 2.0e-4\n")
+    write_trainer_state(tmp_path / "run", global_step=100, batch=4, epochs=1, steps_per_epoch=100, lr=[logged])
+    result = run_rung("config-read", train_config=config, run_dir=tmp_path / "run")
+    assert result.status.value == expected, result.summary
+    if expected == "fail":
+        assert "a peak of 0.0004" in result.summary
+
+
 def test_yaml_exponent_without_dot_is_a_string(tmp_path, schema_file):
     config = write(tmp_path / "train.yaml", "learning_rate: 2e-4\nbf16: 'yes'\noptimizer: adam\n")
     result = run_rung("config-read", train_config=config, config_schema=f"{schema_file}:TrainSettings")

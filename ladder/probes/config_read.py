@@ -291,7 +291,9 @@ def _check_learning_rate(record, intended, schema, params, table) -> None:
     warmup = _number(intended.get("warmup_steps", intended.get("warmup_ratio", 0))) or 0.0
     factors = [_schedule_factor(kind, s, total, warmup) for s in steps]
     ratios = sorted(r / (value * f) for r, f in zip(rates, factors) if f)
-    known_schedule = bool(ratios) and all(f is not None for f in factors)
+    # the series follows the configured schedule when rate / (value x factor) is about constant
+    known_schedule = (bool(ratios) and all(f is not None for f in factors)
+                      and _close(ratios[len(ratios) // 4], ratios[3 * len(ratios) // 4], params.lr_tolerance))
     base = value * ratios[len(ratios) // 2] if known_schedule else peak  # the rate the run really started from
     why = ""
     if default is not None and _close(base, default, params.lr_tolerance) and not _close(value, default, params.lr_tolerance):
