@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="build the founding case (a chat model fed raw text) and run ladder on it",
                           description="Build the founding case with tiny models trained on this machine "
-                                      "(about a minute the first time, cached afterwards), write it to a "
+                                      "(two to three minutes the first time, cached afterwards), write it to a "
                                       "folder you can open, and walk the ladder on it.")
     demo.add_argument("--out", metavar="DIR", default="ladder-demo", help="where to write the case (default: ./ladder-demo)")
     demo.add_argument("--fixed", action="store_true", help="the same case with the harness and data corrected")

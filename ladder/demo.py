@@ -38,7 +38,7 @@ def prepare_demo(out_dir: Path, fixed: bool = False, progress: Callable[[str], N
     def on_build(message: str) -> None:
         nonlocal announced
         if not announced:
-            say("building the chat model (first run only, ~1 min)…")
+            say("building the base and chat models (first run only, 2-3 min on 2 cores)…")
             announced = True
         say(message)
 

@@ -1,8 +1,8 @@
 """Model folders the tests derive from the factory's (surgery, a swapped file), cached like the factory's.
 
-`derived_model` is `ladder.fixtures.cache.cached_build` keyed by the source folders (whose names carry
-the factory's recipe keys), the parameters and this test folder's helper source: a changed recipe or
-helper rebuilds, two test processes build once.
+`derived_model` is `ladder.fixtures.cache.cached_build` into a folder of its own (`test-variants` next to
+the factory's), keyed by the source folders (whose names carry the factory's recipe keys), the parameters
+and this test folder's helper source: a changed recipe or helper rebuilds, two test processes build once.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ def _helpers_version() -> str:
 def derived_model(kind: str, sources: list[Path], params: dict, build: Callable[[Path], None]) -> Path:
     """The folder `build(folder)` writes for these sources and params, built once and then reused."""
     key_params = {"sources": [Path(s).name for s in sources], **params}
-    return cache.cached_build(f"test-{kind}", key_params, _helpers_version(), build)
+    # not beside the factory's models: an adapter folder next to a checkpoint is what load-report looks for
+    root = cache.cache_root().parent / "test-variants"
+    return cache.cached_build(kind, key_params, _helpers_version(), build, root=root)
 
 
 def quiet():

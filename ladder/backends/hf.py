@@ -22,6 +22,14 @@ def _quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
+def cut_at_stop(ids: list[int], stops: set[int]) -> list[int]:
+    """`ids` up to and including the first stop id (all of them when none occurs)."""
+    for index, token in enumerate(ids):
+        if token in stops:
+            return ids[:index + 1]
+    return list(ids)
+
+
 @dataclass
 class HFModel:
     """A causal LM and its tokenizer, as ladder itself runs them (greedy, left padding, masked)."""
@@ -102,15 +110,7 @@ class HFModel:
         with torch.no_grad():
             out = self.model.generate(input_ids=input_ids, attention_mask=mask, **settings)
         stops = self.stop_ids()
-        results = []
-        for row in out[:, input_ids.shape[1]:].tolist():
-            kept = []
-            for token in row:
-                kept.append(token)
-                if token in stops:
-                    break
-            results.append(kept)
-        return results
+        return [cut_at_stop(row, stops) for row in out[:, input_ids.shape[1]:].tolist()]
 
     def continuation_logprobs(self, pairs: list[tuple[list[int], list[int]]]) -> list[list[float]]:
         """Per-token log-probabilities of each continuation given its prompt (teacher-forced, batched)."""

@@ -23,8 +23,13 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
-def _turns(value: Any) -> list[tuple[str, str]] | None:
-    """[(role, content)] when `value` is a chat: a list of {role|from, content|value} dicts."""
+# Role names of other chat formats (ShareGPT's human/gpt, Gemma's model) as chat templates name them.
+ROLE_NAMES = {"human": "user", "gpt": "assistant", "model": "assistant"}
+
+
+def chat_turns(value: Any) -> list[dict[str, str]] | None:
+    """[{role, content}] when `value` is a chat (a list of {role|from, content|value} dicts), roles named
+    as chat templates name them and content parts joined into text; None when it is not a chat."""
     if not isinstance(value, list) or not value or not all(isinstance(t, dict) for t in value):
         return None
     turns = []
@@ -33,25 +38,26 @@ def _turns(value: Any) -> list[tuple[str, str]] | None:
         content = turn.get("content", turn.get("value"))
         if not isinstance(role, str):
             return None
-        turns.append((role, " ".join(_strings(content))))
+        text = content if isinstance(content, str) else " ".join(_strings(content))
+        turns.append({"role": ROLE_NAMES.get(role, role), "content": text})
     return turns
 
 
 def row_text(row: dict[str, Any], field: str | None = None) -> str:
     """The row's text: its `field` if named, else every string in it, in order."""
     value = row.get(field) if field else row
-    turns = _turns(value)
+    turns = chat_turns(value)
     if turns is not None:
-        return "\n".join(f"{role}: {content}" for role, content in turns)
+        return "\n".join(f"{t['role']}: {t['content']}" for t in turns)
     return "\n".join(_strings(value))
 
 
 def prompt_text(row: dict[str, Any]) -> str | None:
     """What the row asks: the non-assistant turns of a chat, or a prompt-like field; None if neither."""
     for value in row.values():
-        turns = _turns(value)
+        turns = chat_turns(value)
         if turns is not None:
-            asked = [content for role, content in turns if role.lower() not in ASSISTANT_ROLES]
+            asked = [t["content"] for t in turns if t["role"].lower() not in ASSISTANT_ROLES]
             return "\n".join(asked) if asked else None
     for name in PROMPT_FIELDS:
         if isinstance(row.get(name), str) and row[name].strip():

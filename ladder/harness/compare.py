@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from ladder.backends.hf import cut_at_stop
 from ladder.templates import TemplateAnalysis, TemplateError, analyse, renderer_for_tokenizer
 
 if TYPE_CHECKING:
@@ -81,13 +82,7 @@ def generate_cut(model: "HFModel", prompts: list[list[int]], stops: set[int], ma
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start:start + batch_size]
         out = model.generate(chunk, max_new_tokens=max_new_tokens, eos_token_id=sorted(stops))
-        for row in out:
-            kept = []
-            for token in row:
-                kept.append(token)
-                if token in stops:
-                    break
-            replies.append(kept)
+        replies.extend(cut_at_stop(row, stops) for row in out)
     return replies
 
 

@@ -85,6 +85,8 @@ def generate_with_entropy(hf, prompts_ids: list[list[int]], max_new_tokens: int)
     """Greedy generations (new ids, cut after a stop id) and the per-step mean entropy over live rows."""
     import torch
 
+    from ladder.backends.hf import cut_at_stop
+
     input_ids, mask, pad = hf._left_padded(prompts_ids)
     stops = hf.stop_ids()
     with torch.no_grad():
@@ -95,11 +97,7 @@ def generate_with_entropy(hf, prompts_ids: list[list[int]], max_new_tokens: int)
     new = out.sequences[:, input_ids.shape[1]:].tolist()
     replies, stopped = [], []
     for row in new:
-        kept = []
-        for token in row:
-            kept.append(token)
-            if token in stops:
-                break
+        kept = cut_at_stop(row, stops)
         replies.append(kept)
         stopped.append(bool(kept) and kept[-1] in stops)
     entropy = []

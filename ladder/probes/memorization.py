@@ -56,27 +56,13 @@ class MemorizationParams(BaseModel):
                              description="Training rows under which a memorising model points at data-count.")
 
 
-def _turns(value: Any) -> list[dict[str, str]] | None:
-    if not isinstance(value, list) or not value or not all(isinstance(t, dict) for t in value):
-        return None
-    turns = []
-    for turn in value:
-        role = turn.get("role", turn.get("from"))
-        content = turn.get("content", turn.get("value"))
-        if not isinstance(role, str) or not isinstance(content, str):
-            return None
-        role = {"human": "user", "gpt": "assistant", "model": "assistant"}.get(role, role)
-        turns.append({"role": role, "content": content})
-    return turns
-
-
 def sample_of(row: dict[str, Any]) -> tuple[list[dict[str, str]] | None, str] | None:
     """(messages before the last assistant turn, its reply) for chats and prompt/answer rows;
     (None, text) for plain text; None when the row has neither."""
-    from ladder.data.text import PROMPT_FIELDS
+    from ladder.data.text import PROMPT_FIELDS, chat_turns
 
     for value in row.values():
-        turns = _turns(value)
+        turns = chat_turns(value)
         if turns:
             last = max((i for i, t in enumerate(turns) if t["role"] == "assistant"), default=None)
             if last is not None and last > 0:
