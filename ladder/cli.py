@@ -150,9 +150,9 @@ def _warn_plugin_problems(registry) -> None:
 
 
 def cmd_rules(args) -> int:
-    from rich.console import Console
     from rich.table import Table
 
+    from ladder.cli_output import console
     from ladder.loader import load_ladder
 
     registry = _registry(args)
@@ -165,7 +165,7 @@ def cmd_rules(args) -> int:
         table.add_column(column)
     for position, rung in enumerate(ladder_.ordered(), 1):
         table.add_row(str(position), rung.id, rung.tier.value, rung.title)
-    Console().print(table)
+    console().print(table)
     _warn_plugin_problems(registry)
     return EXIT_OK
 
@@ -190,9 +190,9 @@ def cmd_validate(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from rich.console import Console
     from rich.markdown import Markdown
 
+    from ladder.cli_output import console
     from ladder.errors import InputError
     from ladder.loader import did_you_mean, load_ladder
 
@@ -213,7 +213,7 @@ def cmd_explain(args) -> int:
             f"**Fix:** {rung.fix.strip()}\n")
     if rung.params:
         text += "\n**Params:** " + ", ".join(f"`{k}={v}`" for k, v in rung.params.items()) + "\n"
-    Console().print(Markdown(text))
+    console().print(Markdown(text))
     return EXIT_OK
 
 

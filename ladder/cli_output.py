@@ -18,6 +18,18 @@ STYLE = {
 }
 
 
+PIPE_WIDTH = 120  # columns when writing to a file, a pipe or a CI log (rich would use 80)
+
+
+def console(stderr: bool = False, **options) -> Console:
+    """A rich console; PIPE_WIDTH wide when the stream is not a terminal and COLUMNS is not set."""
+    import os
+
+    stream = sys.stderr if stderr else sys.stdout
+    wide = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, width=PIPE_WIDTH if wide else None, **options)
+
+
 def verdict_text(status: Status) -> Text:
     glyph, style = STYLE[status]
     return Text(f"{glyph} {status.value}", style=style)
@@ -27,8 +39,8 @@ class RunDisplay:
     """Consumes runner events; progress goes to stderr, the answer to stdout."""
 
     def __init__(self, out: Console | None = None, err: Console | None = None):
-        self.out = out or Console()
-        self.err = err or Console(stderr=True, highlight=False)
+        self.out = out or console()
+        self.err = err or console(stderr=True, highlight=False)
         self._status = None
 
     def on_event(self, event: Event) -> None:

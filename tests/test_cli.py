@@ -238,3 +238,11 @@ def test_ctrl_c_writes_partial_report_and_exits_130(tmp_path, plugin_site):
     assert report["interrupted"] is True
     assert [(r["id"], r["status"]) for r in report["rungs"]] == [("quick", "pass"), ("slow", "not-run")]
     assert "Traceback" not in err
+
+
+def test_piped_output_is_120_columns_wide_unless_columns_is_set(monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    piped = run_cli("rules").stdout.splitlines()
+    assert max(len(line) for line in piped) == 120  # a CI log, not an 80-column terminal
+    narrow = run_cli("rules", env={"COLUMNS": "90"}).stdout.splitlines()
+    assert max(len(line) for line in narrow) == 90
