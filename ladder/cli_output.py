@@ -74,6 +74,27 @@ class RunDisplay:
             self._status.stop()
             self._status = None
 
+    def _side_by_side(self, sample) -> None:
+        """The culprit's side-by-side evidence (the first sample) as two columns, when it has one."""
+        from ladder.report.sides import humanise, pair_sides
+
+        if isinstance(sample, list):
+            sample = sample[0] if sample and isinstance(sample[0], dict) else None
+        paired = pair_sides(sample) if isinstance(sample, dict) else None
+        if paired is None:
+            return
+        shared, (left, right), rows = paired
+        for key, value in shared:
+            self.out.print(Text.assemble((f"{humanise(key)}: ", "bold"), str(value)))
+        table = Table(title="side by side", title_justify="left", show_lines=True)
+        for name in ("", left, right):
+            table.add_column(name, overflow="fold")
+        for left_cell, right_cell in rows:
+            label = " / ".join(dict.fromkeys(cell[0] for cell in (left_cell, right_cell) if cell and cell[0]))
+            table.add_row(Text(label, style="dim"), *(Text("" if cell is None else str(cell[1]))
+                                                      for cell in (left_cell, right_cell)))
+        self.out.print(table)
+
     def summary(self, report: Report, ladder_) -> None:
         table = Table(title=f"ladder {ladder_.name}", title_justify="left")
         for column, kwargs in (("#", {"justify": "right"}), ("rung", {}), ("tier", {}), ("verdict", {}),
@@ -88,6 +109,9 @@ class RunDisplay:
                                          f" — {report.culprit.summary}"))
             if report.culprit.fix:
                 self.out.print(Text.assemble(("Fix: ", "bold"), report.culprit.fix))
+            culprit = next((r for r in report.rungs if r.id == report.culprit.rung), None)
+            if culprit is not None:
+                self._side_by_side(culprit.evidence.get("side_by_side"))
         elif report.interrupted:
             self.out.print(Text("Interrupted: the report is partial.", style="yellow"))
         elif not report.complete:

@@ -246,3 +246,38 @@ def test_piped_output_is_120_columns_wide_unless_columns_is_set(monkeypatch):
     assert max(len(line) for line in piped) == 120  # a CI log, not an 80-column terminal
     narrow = run_cli("rules", env={"COLUMNS": "90"}).stdout.splitlines()
     assert max(len(line) for line in narrow) == 90
+
+
+def _printed_summary(evidence: dict) -> str:
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from ladder.cli_output import RunDisplay
+    from ladder.models import Culprit, Report, RungResult
+
+    rung = RungResult(id="prompt-format", tier="interface", title="t", status="fail", summary="raw text",
+                      evidence=evidence)
+    report = Report(culprit=Culprit(rung="prompt-format", summary="raw text"), rungs=[rung])
+    out = io.StringIO()
+    RunDisplay(out=Console(file=out, width=120), err=Console(file=io.StringIO())).summary(
+        report, SimpleNamespace(name="default"))
+    return out.getvalue()
+
+
+def test_culprit_evidence_is_printed_side_by_side():
+    printed = _printed_summary({"side_by_side": {
+        "prompt": "What is 2 plus 3?", "harness_sent": "What is 2 plus 3?",
+        "template_sends": "<|im_start|>user\nWhat is 2 plus 3?<|im_end|>", "harness_answer": "t 8asst",
+        "template_answer": "5"}})
+    assert "prompt: What is 2 plus 3?" in printed
+    header = next(line for line in printed.splitlines() if "harness" in line and "template" in line)
+    answers = next(line for line in printed.splitlines() if "answer" in line)
+    assert header.index("harness") < header.index("template")
+    assert answers.index("t 8asst") < answers.index("5 ")  # each answer under its own side
+    assert "[/" not in printed and "<|im_start|>user" in printed  # text, not markup
+
+
+def test_culprit_without_side_by_side_prints_no_table():
+    assert "side by side" not in _printed_summary({"counts": {"a": 1}})

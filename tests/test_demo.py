@@ -23,6 +23,7 @@ def test_keep_going_finds_the_data_half_too(tmp_path):
     assert data_count["status"] == "fail", data_count["summary"]
     assert "54" in data_count["summary"] and "600" in data_count["summary"]  # both numbers, as in the story
     assert "loss_signature" in data_count["evidence"], data_count["evidence"]
+    assert "side by side" in result.stdout and "<|im_start|>user" in result.stdout  # what was sent, both ways
 
 
 def test_fixed_finds_no_culprit(tmp_path):
