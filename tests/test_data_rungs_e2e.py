@@ -51,7 +51,8 @@ def test_default_ladder_has_the_data_rungs_without_interface_edges():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED_CULPRIT) + ["healthy"])
 def test_fixture_case(tmp_path, name):
-    cases = pytest.importorskip("ladder.fixtures.cases")
+    from ladder.fixtures import cases
+
     case_dir = cases.build_case(name, dest=tmp_path / name)
     out = tmp_path / "report.json"
     done = run_cli("probe", str(case_dir / "case.yaml"), "--keep-going", "--json", str(out),

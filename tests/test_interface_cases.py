@@ -8,10 +8,9 @@ import json
 import pytest
 
 from interface_models import rung
+from ladder.fixtures import cases
 
 pytestmark = pytest.mark.slow
-
-cases = pytest.importorskip("ladder.fixtures.cases", reason="the fixture factory's cases are not there yet")
 
 INTERFACE = ["load-report", "tokenizer-match", "prompt-format", "special-tokens", "generation-config",
              "batch-consistency", "harness-control"]

@@ -123,7 +123,6 @@ def test_founding_case_through_the_real_cli_names_prompt_format_first(tmp_path, 
 
 
 def test_demo_names_prompt_format(tmp_path):
-    pytest.importorskip("ladder.demo", reason="ladder.demo.prepare_demo is not written yet")
     result = run_cli("demo", "--out", str(tmp_path / "demo"), "--json", str(tmp_path / "r.json"), timeout=1800)
     assert result.returncode == 1, result.stderr[-3000:]
     assert json.loads((tmp_path / "r.json").read_text())["culprit"]["rung"] == "prompt-format"

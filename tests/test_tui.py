@@ -336,7 +336,7 @@ async def test_bad_case_opens_the_start_screen_with_probes_messages(tmp_path, ca
 async def test_bad_ladder_is_bad_input_too(tmp_path):
     args = build_parser().parse_args(["tui", "--ladder", str(tmp_path / "missing.yaml")])
     app = build_app(args)
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=SIZE):
         assert isinstance(app.screen, StartScreen)
         assert "missing.yaml" in str(app.screen.query_one(".start-problem").render())
 
@@ -399,11 +399,9 @@ def test_runner_report_with_unwalked_rungs_equals_a_stopping_walk(tmp_path):
 
 
 def founding_case_dir():
-    cases = pytest.importorskip("ladder.fixtures.cases", reason="the fixture factory has no cases module yet")
-    try:
-        return cases.build_case("founding")
-    except (KeyError, ValueError, LookupError) as exc:
-        pytest.skip(f"the fixture factory cannot build the founding case yet: {exc}")
+    from ladder.fixtures import cases
+
+    return cases.build_case("founding")
 
 
 @pytest.fixture(scope="module")

@@ -82,11 +82,9 @@ def test_bad_input(snap_compare, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_founding_culprit(snap_compare, tmp_path, monkeypatch):
-    cases = pytest.importorskip("ladder.fixtures.cases", reason="the fixture factory has no cases module yet")
-    try:
-        folder = cases.build_case("founding", dest=tmp_path / "founding")
-    except (KeyError, ValueError, LookupError) as exc:
-        pytest.skip(f"the fixture factory cannot build the founding case yet: {exc}")
+    from ladder.fixtures import cases
+
+    cases.build_case("founding", dest=tmp_path / "founding")
     monkeypatch.chdir(tmp_path)
     app = build_app(build_parser().parse_args(["tui", "founding/case.yaml"]))
 
