@@ -3,8 +3,6 @@ the founding case (a harness that never applies the chat template) they are bloc
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
 from ladder.models import Status
@@ -37,43 +35,11 @@ def test_internals_come_after_the_interface_and_data_rungs():
         assert {"data-count", "config-read"} <= before, (rung_id, before)
 
 
-RAW_HARNESS = '''
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-MODEL = {model!r}
-_tok = AutoTokenizer.from_pretrained(MODEL)
-_model = AutoModelForCausalLM.from_pretrained(MODEL)
-
-
-def ask(prompt):
-    enc = _tok(prompt, return_tensors="pt")
-    out = _model.generate(**enc, max_new_tokens=16, do_sample=False)
-    return _tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-'''
-
-
 def founding_case(tmp_path):
-    """The factory's founding case when it exists; else its core, built here: the healthy chat model
-    behind a harness that feeds raw text."""
-    try:
-        from ladder.fixtures.cases import build_case
-    except ImportError:
-        build_case = None
-    if build_case is not None:
-        return build_case("founding", dest=tmp_path / "founding") / "case.yaml"
-    import yaml
+    """The factory's founding case: the healthy chat model behind a harness that feeds raw text."""
+    from ladder.fixtures.cases import build_case
 
-    from internals_models import chat_model_dir
-
-    model = chat_model_dir("chatml")
-    folder = tmp_path / "founding"
-    folder.mkdir()
-    (folder / "harness.py").write_text(textwrap.dedent(RAW_HARNESS).format(model=str(model)))
-    prompts = [{"prompt": f"What is {a} plus {b}?", "expect": rf"^\s*{a + b}(?!\d)"}
-               for a, b in ((2, 3), (4, 1), (6, 2), (3, 3))]
-    (folder / "case.yaml").write_text(yaml.safe_dump({"model": str(model), "harness": "harness.py:ask",
-                                                      "prompts": prompts}))
-    return folder / "case.yaml"
+    return build_case("founding", dest=tmp_path / "founding") / "case.yaml"
 
 
 @pytest.mark.slow
