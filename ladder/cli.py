@@ -309,10 +309,15 @@ def _run_and_report(case, args) -> int:
     runner = Runner(ladder_, case, registry=registry, keep_going=args.keep_going,
                     rung_timeout=args.rung_timeout, on_event=display.on_event)
     report = runner.run()
-    display.summary(report, ladder_)
-    for kind in ("json", "junit", "md"):
+    for kind in ("json", "junit", "md"):  # the files first: a table that fails to render loses nothing
         if getattr(args, kind, None):
             write_report(report, kind, Path(getattr(args, kind)))
+    try:
+        display.summary(report, ladder_)
+    except Exception as exc:  # the answer is in the reports and the exit status; say what went wrong, once
+        sys.stderr.write(f"ladder: the terminal table could not be printed ({type(exc).__name__}: {exc}); "
+                         "the reports were written\n")
+        return EXIT_INCOMPLETE
     return exit_status(report)
 
 

@@ -63,6 +63,7 @@ class RunDisplay:
     def _start_status(self, message: str) -> None:
         if not self.err.is_terminal:
             return
+        message = Text(message)  # rung text may hold brackets ("[/INST]"): never markup
         if self._status is None:
             self._status = self.err.status(message)
             self._status.start()
@@ -88,7 +89,7 @@ class RunDisplay:
             self.out.print(Text.assemble((f"{humanise(key)}: ", "bold"), str(value)))
         table = Table(title="side by side", title_justify="left", show_lines=True)
         for name in ("", left, right):
-            table.add_column(name, overflow="fold")
+            table.add_column(Text(name), overflow="fold")
         for left_cell, right_cell in rows:
             label = " / ".join(dict.fromkeys(cell[0] for cell in (left_cell, right_cell) if cell and cell[0]))
             table.add_row(Text(label, style="dim"), *(Text("" if cell is None else str(cell[1]))
@@ -96,13 +97,13 @@ class RunDisplay:
         self.out.print(table)
 
     def summary(self, report: Report, ladder_) -> None:
-        table = Table(title=f"ladder {ladder_.name}", title_justify="left")
+        table = Table(title=Text(f"ladder {ladder_.name}"), title_justify="left")
         for column, kwargs in (("#", {"justify": "right"}), ("rung", {}), ("tier", {}), ("verdict", {}),
                                ("summary", {"overflow": "fold"}), ("s", {"justify": "right"})):
             table.add_column(column, **kwargs)
         for i, rung in enumerate(report.rungs, 1):
-            table.add_row(str(i), rung.id, rung.tier.value, verdict_text(rung.status), rung.summary,
-                          f"{rung.seconds:.1f}")
+            table.add_row(Text(str(i)), Text(rung.id), Text(rung.tier.value), verdict_text(rung.status),
+                          Text(rung.summary), Text(f"{rung.seconds:.1f}"))
         self.out.print(table)
         if report.culprit:
             self.out.print(Text.assemble(("Culprit: ", "bold red"), (report.culprit.rung, "bold"),

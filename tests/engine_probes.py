@@ -70,3 +70,22 @@ class ReturnsNone(Probe):
 
     def run(self, ctx: ProbeContext):
         return None
+
+
+class EchoTextParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(default="", description="text the finding carries, as a harness's reply would")
+
+
+class EchoText(Probe):
+    """Fails with its `text` param as summary and side-by-side evidence: what a harness or model wrote
+    reaches the table, the reports and the TUI exactly as a real finding's would."""
+
+    name = "echo-text"
+    Params = EchoTextParams
+
+    def run(self, ctx: ProbeContext):
+        text = ctx.params.text
+        return failed(f"your harness said {text}", side_by_side={
+            "prompt": text, "harness_sent": text, "template_sends": text + "!",
+            "harness_answer": text, "template_answer": ""}, samples=[{"reply": text}])

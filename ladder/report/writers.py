@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,23 @@ def to_json(report: Report) -> str:
     return json.dumps(report_dict(report), indent=2, ensure_ascii=False) + "\n"
 
 
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_safe(value: Any) -> Any:
+    """Strings with the characters XML 1.0 cannot hold (control characters, lone surrogates) written as
+    `\\xNN` escapes, so text a harness or model produced never makes the JUnit file unreadable."""
+    if isinstance(value, str):
+        return _XML_ILLEGAL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
+    if isinstance(value, dict):
+        return {k: _xml_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_xml_safe(v) for v in value]
+    return value
+
+
 def to_junit(report: Report) -> str:
-    data = report_dict(report)
+    data = _xml_safe(report_dict(report))
     rungs = data["rungs"]
     counts = {s: sum(r["status"] == s for r in rungs) for s in ("fail", "error")}
     skipped = sum(r["status"] in ("skip", "blocked", "not-run") for r in rungs)
@@ -109,7 +125,7 @@ WRITERS = {"json": to_json, "junit": to_junit, "md": to_markdown}
 
 def write_report(report: Report, kind: str, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(WRITERS[kind](report), encoding="utf-8")
+    path.write_text(WRITERS[kind](report), encoding="utf-8", errors="backslashreplace")
 
 
 __all__ = ["to_json", "to_junit", "to_markdown", "write_report", "report_dict", "Status"]

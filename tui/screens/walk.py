@@ -100,7 +100,7 @@ class WalkScreen(Screen[None]):
         ladder_list.focus()
         self.set_interval(0.1, self._tick)
         for warning in self.warnings:
-            self.notify(warning, title="plugin", severity="warning", timeout=10)
+            self.notify(warning, title="plugin", severity="warning", timeout=10, markup=False)
         self._refresh_detail()
 
     @property
@@ -196,7 +196,7 @@ class WalkScreen(Screen[None]):
         self._refresh_detail()
         self.refresh_bindings()
         if message.crashed:
-            self.notify(message.crashed, title="the walk stopped", severity="error", timeout=15)
+            self.notify(message.crashed, title="the walk stopped", severity="error", timeout=15, markup=False)
         elif message.cancelled:
             self.notify("Cancelled.")
 
@@ -281,7 +281,7 @@ class WalkScreen(Screen[None]):
             case = self.reload_case()
         except InputError as exc:
             self.notify("\n".join(f"ladder: error: {p}" for p in exc.problems), title="the case does not load",
-                        severity="error", timeout=20)
+                        severity="error", timeout=20, markup=False)
             return False
         self.case = self.runner.case = case
         self.query_one(CaseBar).update(case_line(self.ladder.name, case))
@@ -362,9 +362,9 @@ class WalkScreen(Screen[None]):
             write_report(report, "json", json_path)
             write_report(report, "md", md_path)
         except OSError as exc:
-            self.notify(f"Could not write the report: {exc}", severity="error", timeout=15)
+            self.notify(f"Could not write the report: {exc}", severity="error", timeout=15, markup=False)
             return
-        self.notify(f"{json_path}\n{md_path}", title="report written", timeout=15)
+        self.notify(f"{json_path}\n{md_path}", title="report written", timeout=15, markup=False)
         self.last_export = (json_path, md_path)
 
     def action_page_detail(self) -> None:

@@ -255,7 +255,7 @@ def scalar_block(items: dict[str, Any], classes: str = "key-values") -> list[Wid
     grid.add_column(style="dim", no_wrap=True)
     grid.add_column(overflow="fold")
     for key, value in items.items():
-        grid.add_row(humanise(key), visible(value) if isinstance(value, str) else Text(fmt(value)))
+        grid.add_row(Text(humanise(key)), visible(value) if isinstance(value, str) else Text(fmt(value)))
     return [Static(grid, classes=classes)]
 
 
