@@ -26,7 +26,7 @@ TINY_BASE = BaseRecipe(steps=3, n_documents=40, shape=ModelShape(layers=1, hidde
 
 
 def tiny_chat(style: str) -> ChatRecipe:
-    return ChatRecipe(style=style, steps=3, batch_size=8)
+    return ChatRecipe(style=style, steps=3, batch_size=8, premise_attempts=0)
 
 
 @pytest.fixture
@@ -208,7 +208,7 @@ import hashlib, sys
 from ladder.fixtures.models import chat_model_dir
 from ladder.fixtures.train import BaseRecipe, ChatRecipe, ModelShape
 base = BaseRecipe(steps=3, n_documents=40, shape=ModelShape(layers=1, hidden=32, intermediate=64, heads=2))
-folder = chat_model_dir("chatml", base, ChatRecipe(style="chatml", steps=3, batch_size=8))
+folder = chat_model_dir("chatml", base, ChatRecipe(style="chatml", steps=3, batch_size=8, premise_attempts=0))
 print(folder.name, hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest())
 """
 
@@ -260,6 +260,16 @@ def torch_threads():
 @pytest.mark.slow
 @pytest.mark.parametrize("style", STYLES)
 def test_chat_model_answers_through_its_template_and_not_raw(style, torch_threads):
+    """The premise every interface case rests on, on the 200 held-out questions (25 pairs x 8 phrasings).
+
+    Floating-point kernels differ between processors, so one recipe does not give one model everywhere:
+    the same seed measured 92% templated here (OMP_NUM_THREADS 1 and 2) and 80% on another machine of
+    this kind. The factory therefore checks the premise when it builds the model, against a bar with
+    margin over this test's (templated >= 90%, stop >= 98%, raw <= 5%), and retrains with another batch
+    order until it holds (`ChatRecipe.premise_attempts`); fixture.json records every attempt. This test
+    re-measures the built model against its own, lower bar. `bench/bench_premise.py` prints the spread
+    over seeds and thread counts.
+    """
     from ladder.fixtures.evaluate import score_raw, score_templated
     from ladder.fixtures.models import chat_model_dir, fixture_info, load
 
@@ -280,6 +290,8 @@ def test_chat_model_answers_through_its_template_and_not_raw(style, torch_thread
     assert templated.accuracy >= 0.85, (templated.accuracy, wrong)
     assert templated.stop_rate >= 0.95, templated.stop_rate
     assert raw.accuracy <= 0.10, (raw.accuracy, raw.samples[:5])
+    chosen = info["premise_attempts"][-1]
+    assert chosen["templated_accuracy"] >= 0.90 and abs(chosen["templated_accuracy"] - templated.accuracy) <= 0.02
 
 
 @pytest.mark.slow
