@@ -34,6 +34,7 @@ class ProbeBatch:
     rows: list[list[int]]
     texts: list[str]
     templated: bool
+    reply_starts: list[int] | None = None  # with answers: where each row's reply begins (its prompt's length)
     input_ids: Any = None
     attention_mask: Any = None
     position_ids: Any = None
@@ -48,7 +49,7 @@ class ProbeBatch:
 
 
 def prompt_strings(case: "Case") -> list[str]:
-    """The case's own prompts, else ladder's neutral ones."""
+    """The case's own prompts, else ladder's default ones."""
     from ladder.harness import probe_prompts
 
     return [p["prompt"] for p in probe_prompts(case)]
@@ -78,7 +79,7 @@ def probe_batch(hf: "HFModel", prompts: list[str], *, max_prompts: int = 8,
     """
     prompts = list(prompts)[:max_prompts]
     templated = hf.has_chat_template()
-    rows, texts = [], []
+    rows, texts, starts = [], [], []
     for index, prompt in enumerate(prompts):
         answer = answers[index] if answers and index < len(answers) else None
         if templated:
@@ -86,12 +87,16 @@ def probe_batch(hf: "HFModel", prompts: list[str], *, max_prompts: int = 8,
             if answer is not None:
                 messages.append({"role": "assistant", "content": answer})
             ids = hf.chat_ids(messages, add_generation_prompt=answer is None)
+            start = len(hf.chat_ids(messages[:1], add_generation_prompt=True))
         else:
             text = prompt if answer is None else f"{prompt}\n{answer}"
             ids = list(hf.tokenizer(text)["input_ids"])
+            start = len(hf.tokenizer(f"{prompt}\n")["input_ids"])
         rows.append(ids)
         texts.append(prompt)
-    return to_tensors(hf, ProbeBatch(rows=rows, texts=texts, templated=templated))
+        starts.append(min(start, len(ids)) if answer is not None else len(ids))
+    batch = ProbeBatch(rows=rows, texts=texts, templated=templated, reply_starts=starts if answers else None)
+    return to_tensors(hf, batch)
 
 
 def to_tensors(hf: "HFModel", batch: ProbeBatch) -> ProbeBatch:
@@ -237,6 +242,21 @@ def next_token_targets(batch: ProbeBatch):
     mask = batch.attention_mask.bool()
     valid = mask[:, :-1] & mask[:, 1:]
     return valid, batch.input_ids[:, 1:]
+
+
+def reply_targets(batch: ProbeBatch):
+    """Like `next_token_targets`, but only the positions that predict a reply token (the whole row when the
+    batch has no replies): what a chat model is trained to predict, where damage to it shows."""
+    valid, targets = next_token_targets(batch)
+    if not batch.reply_starts:
+        return valid, targets
+    width = batch.input_ids.shape[1]
+    keep = valid.clone()
+    keep[:] = False
+    for row, (ids, start) in enumerate(zip(batch.rows, batch.reply_starts)):
+        offset = width - len(ids)  # left padding
+        keep[row, offset + start - 1: width - 1] = True
+    return keep & valid, targets
 
 
 def lens_loss(hidden, norm, head, valid, targets) -> float:

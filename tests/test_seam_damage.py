@@ -98,3 +98,20 @@ def test_skips_without_a_model(tmp_path):
     result = run_rung("seam-damage", tmp_path)
     assert result.status == Status.SKIP
     assert "--model" in result.summary
+
+
+@pytest.mark.slow
+def test_the_factory_frankenmerge_is_damaged_with_margin(tmp_path):
+    """The case's copied layers make its replies measurably worse than the same stack with the copies
+    bypassed (the model before the merge): 0.93 nats/token here, against the 0.1 that counts as damage.
+    The verdict rests on that direct comparison, not on where a logit-lens minimum falls."""
+    from ladder.case import load_case
+    from ladder.fixtures import cases
+
+    case = load_case(cases.build_case("frankenmerge") / "case.yaml")
+    result = run_rung("seam-damage", tmp_path, model=case.model, data=case.data, eval_data=case.eval_data)
+    assert result.status == Status.FAIL, result.summary
+    merged = result.evidence["loss_without_copied_layers"]
+    assert merged["on"] == "replies" and merged["copied_layers"] == [2, 4]
+    assert merged["rise"] >= 3 * SeamDamageParams().lens_jump, merged
+    assert "with the copies bypassed" in result.summary

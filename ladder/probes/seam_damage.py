@@ -9,10 +9,14 @@ What it checks:
     output head, next-token cross-entropy). Memory stays O(layers): only the previous layer's
     hidden state is kept. A robust outlier test (median and MAD) over the per-layer changes flags
     seam indices; layers that are exact copies of an earlier layer (or, with `--base`, of the base's
-    layers out of order) mark where a merge spliced blocks. A structural seam is damage when the
+    layers out of order) mark where a merge spliced blocks. An outlier counts as a seam only next to
+    such structural evidence: alone (many healthy models change most at their first and last
+    layers) it is a warning. A structural seam is damage when the
     final loss is above the best logit-lens loss the layers before the seam reached (the inserted
-    stack makes the predictions worse); with `--base` of the same depth, an outlier the base shows
-    too is not a seam of this checkpoint.
+    stack makes the predictions worse), or when the probe batch's loss is worse than with the copied
+    layers bypassed (each passes its input through: the model before the merge), by more than
+    `lens_jump`; with `--base` of the same depth, an outlier the base shows too is not a seam of
+    this checkpoint.
 
 Why it matters:
     Frankenmerges that insert or duplicate layers, and blocks spliced from another model, feed a
@@ -163,6 +167,50 @@ def measure_layers(hf, batch) -> dict[str, list[float]]:
     return series
 
 
+def loss_without_layers(model, batch, skipped: set[int]) -> float:
+    """Mean next-token loss of the probe batch's replies (its whole rows when it has none) with the `skipped`
+    decoder layers bypassed (each passes its input through unchanged): for a stack with copied layers, the
+    model as it was before they were inserted."""
+    import torch
+
+    from ladder.internals import decoder_layers, first_tensor, reply_targets
+
+    _, layers = decoder_layers(model)
+    inputs: dict[int, Any] = {}
+    handles = []
+
+    def keep_input(index: int):
+        def pre(_module, args, kwargs):
+            inputs[index] = args[0] if args else kwargs.get("hidden_states")
+        return pre
+
+    def pass_through(index: int):
+        def hook(_module, _args, output):
+            hidden = inputs.pop(index)
+            if isinstance(output, torch.Tensor):
+                return hidden
+            if isinstance(output, tuple) and output and first_tensor(output) is not None:
+                return (hidden, *output[1:])
+            return output
+        return hook
+
+    for index in sorted(skipped):
+        handles.append(layers[index].register_forward_pre_hook(keep_input(index), with_kwargs=True))
+        handles.append(layers[index].register_forward_hook(pass_through(index)))
+    try:
+        with torch.no_grad():
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                           position_ids=batch.position_ids, use_cache=False).logits
+    finally:
+        for handle in handles:
+            handle.remove()
+    valid, targets = reply_targets(batch)
+    logits = logits[:, :-1][valid].float()
+    if logits.numel() == 0:
+        return float("nan")
+    return float(torch.nn.functional.cross_entropy(logits, targets[valid]))
+
+
 def activation_outliers(series: dict[str, list[float]], params: SeamDamageParams) -> dict[str, list[int]]:
     """Per series, the interior layers whose change is a robust outlier (upwards: more change, worse loss)."""
     from ladder.internals import median, outliers
@@ -245,12 +293,33 @@ class SeamDamage(Probe):
         # damage: the stack after a seam predicts worse than the layers before it already did
         rise = {i: lens[-1] - min(lens[:i]) for i in seams if i > 0}
         damaged_seams = sorted(i for i, r in rise.items() if r > params.lens_jump)
+        copies = {i for i, source in enumerate(sources) if source is not None}
+        if copies:
+            # the direct measurement: the same stack with its copied layers bypassed is the model before the merge
+            ctx.progress("the probe batch with the copied layers bypassed", 0.6)
+            merged_loss = loss_without_layers(hf.model, batch, set())
+            unmerged = loss_without_layers(hf.model, batch, copies)
+            merge_cost = merged_loss - unmerged
+            evidence["loss_without_copied_layers"] = {
+                "copied_layers": sorted(copies), "on": "replies" if batch.reply_starts else "prompts",
+                "loss": round(merged_loss, 4), "loss_bypassing_copies": round(unmerged, 4),
+                "rise": round(merge_cost, 4)}
+            if merge_cost > params.lens_jump:
+                damaged_seams = sorted(set(damaged_seams) | {i for i in seams if i in copies})
         shared = {i for found in base_outliers.values() for i in found}
         seam_outliers = {name: [i for i in found if i not in shared] for name, found in outliers.items()}
         seam_outliers = {name: found for name, found in seam_outliers.items() if found}
         if shared:
             notes.append(f"layers {sorted(shared)} stand out in the base model too: not seams of this checkpoint")
+        outlier_layers = {i for found in seam_outliers.values() for i in found}
+        # an outlier is a seam only where the weights say a block was copied or spliced (one layer either side):
+        # many healthy models change most at their first and last layers
+        structural = {j for i in seams for j in (i - 1, i, i + 1)}
+        unexplained = sorted(outlier_layers - structural)
+        seam_outliers = {name: [i for i in found if i in structural] for name, found in seam_outliers.items()}
+        seam_outliers = {name: found for name, found in seam_outliers.items() if found}
         flagged = sorted(set(damaged_seams) | {i for found in seam_outliers.values() for i in found})
+        evidence["unexplained_outliers"] = unexplained
 
         evidence.update(series=plotted, flagged=flagged, structural_seams=sorted(seams),
                         loss_rise_after_seam={str(i): round(r, 4) for i, r in sorted(rise.items())},
@@ -265,9 +334,14 @@ class SeamDamage(Probe):
         if flagged:
             where = ", ".join(str(i) for i in flagged)
             why = []
-            if damaged_seams:
+            merged = evidence.get("loss_without_copied_layers")
+            if damaged_seams and merged and merged["rise"] > params.lens_jump:
+                why.append(f"copied layers start at {damaged_seams}, and the loss on the probe {merged['on']} is "
+                           f"{merged['loss']:.2f} nats/token against {merged['loss_bypassing_copies']:.2f} with "
+                           f"the copies bypassed ({merged['rise']:+.2f}: the inserted layers make it worse)")
+            elif damaged_seams:
                 why.append(f"copied or spliced layers start at {damaged_seams}, and the final loss is "
-                           + ", ".join(f"{rise[i]:+.2f}" for i in damaged_seams)
+                           + ", ".join(f"{rise[i]:+.2f}" for i in damaged_seams if i in rise)
                            + " nats/token above the best logit-lens loss before the seam")
             if seam_outliers:
                 why.append("; ".join(f"{name} jumps at {found}" for name, found in seam_outliers.items()))
@@ -275,6 +349,10 @@ class SeamDamage(Probe):
         if seams:
             return warned(f"layers {sorted(seams)} start copied or spliced blocks, but the residual stream "
                           "shows no damage there", **evidence)
+        if unexplained:
+            return warned(f"the per-layer changes stand out at layers {unexplained}, but no layer is a copy or "
+                          "splice of another: a shape many healthy models have (give --base to compare with "
+                          "the unmerged model)", **evidence)
         if n_layers < params.min_layers and not ctx.case.base:
             summary = (f"no copied layers and no logit-lens jump in {n_layers} layers "
                        f"(too few for the outlier test)")
