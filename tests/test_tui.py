@@ -426,6 +426,15 @@ async def test_founding_case_n_until_the_culprit_then_f_and_export(founding, tmp
         culprit_at = order.index("prompt-format")
         assert walk.selected == "prompt-format" and walk.results["prompt-format"].status is Status.FAIL
         assert app.walk.query(SideBySide), "the culprit shows what the harness sent next to the template"
+        side_names = [str(label.content) for label in app.walk.query(".side-name")]
+        assert side_names == ["harness", "template"], side_names
+        for label in app.walk.query(".side-name"):  # both sides' heads in view at 100x34, without scrolling
+            assert label.region.height and label.region.bottom <= SIZE[1], label.region
+        sample = walk.results["prompt-format"].evidence["side_by_side"]
+        cells = [str(cell.content).replace("↵\n", "\n") for cell in
+                 app.walk.query(SideBySide).first().query(".cell-text")]
+        assert sample["harness_sent"] in cells and sample["template_sends"] in cells, cells  # both inputs, as text
+        assert sample["prompt"] in sample["template_sends"] and sample["template_sends"] != sample["harness_sent"]
         for rung_id in order[:culprit_at]:
             assert shown_states(app)[rung_id] in ("pass", "warn", "skip"), rung_id
         for rung_id in order[culprit_at + 1:]:

@@ -1,12 +1,12 @@
 """What `ladder tui` looks like, as SVG snapshots at a fixed terminal size.
 
 Update with `pytest tests/test_tui_snapshots.py --snapshot-update` and look at the
-report (snapshot_report.html) before accepting.
+report (snapshot_report.html) before accepting. Every snapshot shows fixed text (the test
+ladder's stub probes): nothing a model generated, which differs between machines. The
+founding case's culprit screen is checked by its content in test_tui.py.
 """
 
 from __future__ import annotations
-
-import pytest
 
 from ladder.cli import build_parser
 from ladder.tui.app import LadderApp, build_app
@@ -78,24 +78,3 @@ def test_bad_input(snap_compare, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     app = build_app(build_parser().parse_args(["tui", "case.yaml"]))
     assert snap_compare(app, terminal_size=SIZE)
-
-
-@pytest.mark.slow
-def test_founding_culprit(snap_compare, tmp_path, monkeypatch):
-    from ladder.fixtures import cases
-
-    cases.build_case("founding", dest=tmp_path / "founding")
-    monkeypatch.chdir(tmp_path)
-    app = build_app(build_parser().parse_args(["tui", "founding/case.yaml"]))
-
-    async def run_before(pilot):
-        walk = pilot.app.walk
-        for _ in walk.ladder.order:
-            await pilot.press("n")
-            await settle(pilot, timeout=600)
-            if "prompt-format" in walk.results:
-                break
-        pilot.app.clear_notifications()
-        await pilot.pause()
-
-    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
