@@ -133,6 +133,9 @@ def _ids(prompt):
         return _tok(prompt)["input_ids"]
     if {mode!r} == "render-then-tokenize":
         return _tok(_tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))["input_ids"]
+    if {mode!r} == "truncate":  # a context limit applied to the rendered prompt: its end is cut
+        ids = _tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
+        return ids[: max(3, len(ids) - 8)]
     if {mode!r} == "twice":
         once = _tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return _tok.apply_chat_template([{{"role": "user", "content": once}}], add_generation_prompt=True,

@@ -41,6 +41,41 @@ def test_raw_harness_on_a_chat_model_fails_with_both_paths_side_by_side(tmp_path
 
 
 @pytest.mark.parametrize("style", ["chatml", "gemma"])
+@pytest.mark.parametrize("mode", ["raw", "truncate"])
+def test_without_case_prompts_a_harness_off_the_format_fails_on_the_default_questions(tmp_path, style, mode):
+    """No `prompts:` in the case: the default questions decide. Raw text, or a templated prompt whose end
+    (the generation prompt, part of the question) is cut, changes the replies: the harness fails."""
+    model = chat_model_dir(style)
+    harness = variant_harness(tmp_path, model, mode=mode)
+    report, _ = run_rungs(tmp_path, ["prompt-format"], model=model, harness=harness)
+    result = rung(report, "prompt-format")
+    assert result.status.value == "fail", result.summary
+    differ = result.evidence["replies_differ"]
+    assert differ["prompts"] == 6 and differ["differing"] >= 2 and differ["rate"] >= 0.25, differ
+    side = result.evidence["side_by_side"]
+    assert side["harness_answer"] != side["template_answer"]
+
+
+@pytest.mark.parametrize("style", ["chatml", "gemma"])
+def test_without_case_prompts_the_templated_harness_passes(tmp_path, style):
+    model = chat_model_dir(style)
+    harness = variant_harness(tmp_path, model, mode="template")
+    report, _ = run_rungs(tmp_path, ["prompt-format"], model=model, harness=harness)
+    result = rung(report, "prompt-format")
+    assert result.status.value == "pass", result.summary
+
+
+def test_replies_agree_on_their_first_words_and_empty_only_with_empty():
+    from ladder.harness.compare import disagreement, replies_agree
+
+    assert replies_agree("7", " 7.") and replies_agree("Paris is the capital", "paris is the capital of France.")
+    assert not replies_agree("", "7") and replies_agree("", "  ") and not replies_agree("7", "8")
+    assert not replies_agree("The sum of 3 and 4", "What is 3 plus 4?")
+    differ = disagreement(["", "", "7", "x"], ["5", "Paris", "7", "x y"])
+    assert (differ["differing"], differ["rate"], differ["empty_replies"]) == (2, 0.5, {"harness": 2, "template": 0})
+
+
+@pytest.mark.parametrize("style", ["chatml", "gemma"])
 def test_harness_that_applies_the_template_passes(tmp_path, prompts, style):
     model = chat_model_dir(style)
     harness = variant_harness(tmp_path, model, mode="template")

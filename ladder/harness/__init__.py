@@ -17,22 +17,26 @@ if TYPE_CHECKING:
     from ladder.probes.base import ProbeContext
 
 __all__ = ["HarnessProbe", "HarnessRun", "harness_run", "harness_error_finding", "probe_prompts", "run_harness",
-           "NEUTRAL_PROMPTS"]
+           "DEFAULT_PROMPTS"]
 
-# Used when the case gives no prompts of its own: short, answerable, about nothing in particular.
-NEUTRAL_PROMPTS: tuple[str, ...] = (
-    "What is 2 plus 3?",
-    "Name a colour.",
-    "Say hello.",
-    "What is the opposite of hot?",
+# Used when the case gives no prompts of its own: short questions any instruction-following chat model
+# answers, with the answer it gives (a regex searched in the reply, case-insensitive). A case adds its own
+# with `prompts: [{prompt: ..., expect: REGEX}]` (see docs/verdicts.md).
+DEFAULT_PROMPTS: tuple[tuple[str, str], ...] = (
+    ("What is 2 plus 3?", r"(?i)\b5\b|\bfive\b"),
+    ("What is the capital of France?", r"(?i)\bparis\b"),
+    ("What is the opposite of hot?", r"(?i)\bcold\b"),
+    ("How many legs does a dog have?", r"(?i)\b4\b|\bfour\b"),
+    ("Say hello.", r"(?i)\b(hello|hi|hey|greetings)\b"),
+    ("What is 10 minus 4?", r"(?i)\b6\b|\bsix\b"),
 )
 
 
 def probe_prompts(case: "Case") -> list[dict[str, Any]]:
-    """The case's prompts ({prompt, expect}) or the built-in neutral ones (no expectations)."""
+    """The case's prompts ({prompt, expect}), else ladder's default ones with their expected answers."""
     if case.prompts:
         return [{"prompt": p.prompt, "expect": p.expect} for p in case.prompts]
-    return [{"prompt": p, "expect": None} for p in NEUTRAL_PROMPTS]
+    return [{"prompt": prompt, "expect": expect} for prompt, expect in DEFAULT_PROMPTS]
 
 
 def run_harness(case: "Case", prompts: list[str], *, redirect: dict[str, str] | None = None,

@@ -21,14 +21,44 @@ if TYPE_CHECKING:
     from ladder.probes.base import ProbeContext
 
 
-def sent_ids(record: dict[str, Any] | None, tokenizer, row: int = 0) -> list[int] | None:
-    """The ids of one row of a generate call, without padding (by its attention mask).
+def prompt_row(record: dict[str, Any] | None, tokenizer, prompt: str | None) -> int:
+    """The row of a generate call that carries `prompt`: a batched harness (lm-eval, a pipeline with
+    batch_size) sends several prompts in one call, sorted its own way, so row 0 is rarely the one asked.
+    The row whose decoded text ends closest to the prompt's last occurrence wins; row 0 when none holds it."""
+    if not record or not prompt:
+        return 0
+    rows = record.get("input_ids") or []
+    texts = record.get("input_text") or []
+    count = max(len(rows), len(texts))
+    if count < 2:
+        return 0
+    wanted = prompt.strip()
+    best, best_tail = 0, None
+    for row in range(count):
+        if rows:
+            ids = sent_ids(record, tokenizer, row)
+            text = tokenizer.decode(ids or [], skip_special_tokens=False)
+        else:
+            text = texts[row]
+        at = text.rfind(wanted)
+        if at >= 0:
+            tail = len(text) - (at + len(wanted))  # the template's tail after the prompt is the same in every row
+            if best_tail is None or tail < best_tail:
+                best, best_tail = row, tail
+    return best
+
+
+def sent_ids(record: dict[str, Any] | None, tokenizer, row: int = 0, prompt: str | None = None) -> list[int] | None:
+    """The ids of one row of a generate call, without padding (by its attention mask): the row that carries
+    `prompt` when it is given (see `prompt_row`), else `row`.
 
     A transcript may give only text: it is tokenized as it stands (no special tokens
     added), since it is meant to be exactly what was sent.
     """
     if record is None:
         return None
+    if prompt is not None:
+        row = prompt_row(record, tokenizer, prompt)
     rows = record.get("input_ids")
     if rows:
         ids = rows[row]
@@ -155,3 +185,33 @@ def as_id_list(value: Any) -> list[int]:
     if isinstance(value, (list, tuple)):
         return [int(v) for v in value if isinstance(v, int)]
     return [int(value)] if isinstance(value, int) else []
+
+
+# ---- do two paths give the same replies? ----------------------------------------------------------
+
+AGREEING_WORDS = 4  # replies that start with the same words agree: same answer, other continuation
+
+
+def normalised_words(text: str | None) -> list[str]:
+    """A reply's words, case-folded, punctuation at word ends dropped (what a reader compares)."""
+    words = [w.strip(".,;:!?\"'()[]{}`*") for w in (text or "").casefold().split()]
+    return [w for w in words if w]
+
+
+def replies_agree(a: str | None, b: str | None) -> bool:
+    """Same reply, or the same first AGREEING_WORDS words (an empty reply agrees only with another)."""
+    left, right = normalised_words(a), normalised_words(b)
+    if not left or not right:
+        return not left and not right
+    n = min(AGREEING_WORDS, len(left), len(right))
+    return left[:n] == right[:n]
+
+
+def disagreement(harness_replies: list[str], template_replies: list[str]) -> dict[str, Any]:
+    """How many prompts get a different reply on the two paths (see `replies_agree`)."""
+    differing = [i for i, (h, t) in enumerate(zip(harness_replies, template_replies)) if not replies_agree(h, t)]
+    n = min(len(harness_replies), len(template_replies))
+    return {"prompts": n, "differing": len(differing), "rate": round(len(differing) / n, 3) if n else 0.0,
+            "differing_prompts": differing,
+            "empty_replies": {"harness": sum(1 for h in harness_replies if not normalised_words(h)),
+                              "template": sum(1 for t in template_replies if not normalised_words(t))}}

@@ -2,7 +2,7 @@
 
 What it checks:
     Runs your harness under the tap on probe prompts (the case's own, with their
-    expected answers, else neutral ones) and reads the exact text that reached the
+    expected answers, else ladder's default questions) and reads the exact text that reached the
     model. The model's chat template is analysed by rendering it (turn markers,
     generation prompt, end-of-turn string: no table of known families), and each
     sent text is classified: through the template, through it twice, without the
@@ -11,6 +11,14 @@ What it checks:
     and the paths are measured side by side: answer accuracy (where expectations
     exist), the rate of stopping on the end-of-turn token, distinct-2 and the mean
     token log-probability of the replies.
+
+    The null hypothesis is that the harness is wrong: when what it sends is not
+    the model's own format and the replies differ materially between the two
+    paths (at least two prompts, and at least `min_reply_disagreement` of them, get a
+    reply that does not start with the same words: greedy decoding of one model gives
+    the same replies when the format does not matter), the rung fails, whatever the
+    raw-path symptom is (empty replies, rambling, echoing, never stopping). It only
+    warns when the replies are the same on both paths.
 
 Why it matters:
     A chat-tuned model fed raw text continues the text instead of answering: it
@@ -50,6 +58,10 @@ class Params(BaseModel):
     min_logprob_gap: float = Field(default=0.5, ge=0,
                                    description="A gap in mean token log-probability (nats) that counts.")
     min_distinct_gap: float = Field(default=0.2, ge=0, description="A gap in distinct-2 that counts.")
+    min_reply_disagreement: float = Field(
+        default=0.25, ge=0, le=1,
+        description="The paths differ materially when at least this share of the prompts (and at least two) get "
+                    "a different reply (not the same first words) through the harness's format and the template.")
 
 
 class PromptFormat(HarnessProbe):
@@ -59,15 +71,15 @@ class PromptFormat(HarnessProbe):
 
     def check(self, ctx: ProbeContext, run: HarnessRun):
         from ladder.backends.hf import hf_model
-        from ladder.harness.compare import (end_of_turn_id, harness_prompts, measure_path, metrics_table,
-                                            sent_ids, stop_set, template_analysis)
+        from ladder.harness.compare import (disagreement, end_of_turn_id, harness_prompts, measure_path,
+                                            metrics_table, sent_ids, stop_set, template_analysis)
         from ladder.templates import classify
 
         params: Params = ctx.params
         model = hf_model(ctx)
         tokenizer = model.tokenizer
         asked = harness_prompts(run, probe_prompts(ctx.case))[: params.max_prompts]
-        sent = [sent_ids(run.sent(i), tokenizer) for i in range(len(asked))]
+        sent = [sent_ids(run.sent(i), tokenizer, prompt=asked[i]["prompt"]) for i in range(len(asked))]
         if not any(ids for ids in sent):
             skip("the tap saw no generate() call from your harness (it may call a server or decode by hand): "
                  "give what it sends and receives as --transcript F.jsonl")
@@ -125,13 +137,24 @@ class PromptFormat(HarnessProbe):
                         for j in range(min(8, len(rows)))],
         })
         better, reasons = _template_clearly_better(table, params)
+        differ = disagreement(harness_path["replies"], template_path["replies"])
         evidence["why"] = reasons
+        evidence["replies_differ"] = differ
         description = kinds[rows[0]].detail if kind == kinds[rows[0]].kind else _kind_words(kind)
+        sends = f"your harness sends prompts {description} ({counts[kind]}/{len(rows)})"
         if better:
-            return failed(f"your harness sends prompts {description} ({counts[kind]}/{len(rows)}); "
-                          f"through the template the model does clearly better: {'; '.join(reasons)}", **evidence)
-        return warned(f"your harness sends prompts {description} ({counts[kind]}/{len(rows)}), but the model "
-                      f"does not do clearly better through its template on these prompts", **evidence)
+            return failed(f"{sends}; through the template the model does clearly better: {'; '.join(reasons)}",
+                          **evidence)
+        if differ["differing"] >= min(2, differ["prompts"]) > 0 and differ["rate"] >= params.min_reply_disagreement:
+            # the null hypothesis: the harness deviates from the model's format and that changes the replies
+            empties = differ["empty_replies"]
+            symptom = (f"; {empties['harness']}/{differ['prompts']} empty on your path" if empties["harness"]
+                       > empties["template"] else "")
+            return failed(f"{sends}, and the model's replies differ on {differ['differing']}/{differ['prompts']} "
+                          f"prompts between your format and its own template{symptom}"
+                          + (f" ({'; '.join(reasons)})" if reasons else ""), **evidence)
+        return warned(f"{sends}, but the model replies the same through its template on "
+                      f"{differ['prompts'] - differ['differing']}/{differ['prompts']} prompts", **evidence)
 
 
 def _kind_words(kind: str) -> str:
