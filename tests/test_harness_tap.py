@@ -171,3 +171,23 @@ def test_transcript_is_read_into_the_same_records(tmp_path):
     bad.write_text(json.dumps({"input": "ok"}) + "\n{not json\n", encoding="utf-8")
     run = read_transcript(str(bad))
     assert run.error["kind"] == "bad-transcript" and run.error["message"].endswith(":2: not JSON (Expecting property name enclosed in double quotes)")
+
+
+def test_a_batched_call_is_read_at_the_row_that_carries_the_prompt():
+    """lm-eval and pipelines sort a batch their own way: the prompt asked is found by its text, not at row 0."""
+    from ladder.fixtures.tokenizer import build_tokenizer
+    from ladder.harness.compare import prompt_row, sent_ids
+
+    tokenizer = build_tokenizer("chatml", 500, 9, 0)
+    prompts = ["What is 3 plus 4?", "Add 2 and 5.", "What is 3 plus 4 plus 1?"]
+    rows = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                          tokenize=True)["input_ids"] for p in prompts]
+    width = max(len(r) for r in rows)
+    order = [2, 0, 1]  # longest first, as lm-eval sorts
+    record = {"input_ids": [[tokenizer.pad_token_id] * (width - len(rows[i])) + list(rows[i]) for i in order],
+              "attention_mask": [[0] * (width - len(rows[i])) + [1] * len(rows[i]) for i in order]}
+    for index, prompt in enumerate(prompts):
+        assert prompt_row(record, tokenizer, prompt) == order.index(index)
+        assert sent_ids(record, tokenizer, prompt=prompt) == list(rows[index])
+    assert prompt_row(record, tokenizer, "not in any row") == 0
+    assert prompt_row({"input_ids": [rows[0]]}, tokenizer, "Add 2 and 5.") == 0  # one row: that row

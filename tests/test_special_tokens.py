@@ -41,3 +41,30 @@ def test_without_a_harness_it_skips(tmp_path):
     report, _ = run_rungs(tmp_path, ["special-tokens"], model=chat_model_dir("chatml"))
     result = rung(report, "special-tokens")
     assert result.status.value == "skip" and "--harness" in result.summary
+
+
+def turn_marker_bos_model(tmp_path):
+    """The chatml chat model with its tokenizer's bos_token set to the turn marker, as SmolLM2 ships
+    (`bos_token: <|im_start|>`): the template writes it at every turn, the tokenizer adds none."""
+    import json
+    import shutil
+
+    dest = tmp_path / "model"
+    shutil.copytree(chat_model_dir("chatml"), dest, ignore=shutil.ignore_patterns("manifest.json"))
+    config = json.loads((dest / "tokenizer_config.json").read_text())
+    config["bos_token"] = "<|im_start|>"
+    (dest / "tokenizer_config.json").write_text(json.dumps(config))
+    return dest
+
+
+@pytest.mark.parametrize("mode, status", [("raw", "warn"), ("template", "pass")])
+def test_a_turn_marker_named_bos_is_not_a_missing_bos(tmp_path, mode, status):
+    from transformers import AutoTokenizer
+
+    model = turn_marker_bos_model(tmp_path)
+    assert AutoTokenizer.from_pretrained(model).bos_token == "<|im_start|>"
+    spec = variant_harness(tmp_path / "h", model, mode=mode)
+    report, _ = run_rungs(tmp_path / "run", ["special-tokens"], model=model, harness=spec, prompts=probe_prompts(4))
+    result = rung(report, "special-tokens")
+    assert result.status.value == status, result.summary
+    assert "no BOS" not in result.summary

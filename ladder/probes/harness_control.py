@@ -99,7 +99,7 @@ class HarnessControl(HarnessProbe):
     def _score(self, ctx, model, run, prompts, params: Params, which: str) -> dict:
         import re
 
-        from ladder.harness.compare import generate_cut, stop_set
+        from ladder.harness.compare import generate_cut, prompt_row, stop_set
         from ladder.templates import TemplateError, analyse, renderer_for_tokenizer
 
         tokenizer = model.tokenizer
@@ -121,7 +121,7 @@ class HarnessControl(HarnessProbe):
             outputs = (record or {}).get("output_ids")
             if outputs:
                 reply = []
-                for token in outputs[0]:
+                for token in outputs[min(prompt_row(record, tokenizer, texts[index]), len(outputs) - 1)]:
                     if token in stops or token == tokenizer.pad_token_id:
                         break
                     reply.append(token)

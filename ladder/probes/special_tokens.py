@@ -60,6 +60,19 @@ def harness_stop_ids(record: dict, model) -> tuple[list[int] | None, str]:
     return None, "unknown"
 
 
+def bos_opens_every_turn(model, bos: int | None, analysis) -> bool:
+    """Whether the tokenizer's BOS is the template's turn marker: it opens each turn of a two-turn
+    conversation instead of the document once."""
+    if bos is None or analysis is None:
+        return False
+    try:
+        ids = model.chat_ids([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"},
+                              {"role": "user", "content": "z"}], add_generation_prompt=True)
+    except Exception:  # a template that refuses this conversation: BOS taken as what it says it is
+        return False
+    return ids.count(bos) >= 3
+
+
 class SpecialTokens(HarnessProbe):
     name = "special-tokens"
     capabilities = ("chat_template",)
@@ -67,14 +80,15 @@ class SpecialTokens(HarnessProbe):
 
     def check(self, ctx: ProbeContext, run: HarnessRun):
         from ladder.backends.hf import hf_model
-        from ladder.harness.compare import as_id_list, end_of_turn_id, sent_ids, template_analysis
+        from ladder.harness.compare import as_id_list, end_of_turn_id, prompt_row, sent_ids, template_analysis
 
         params: Params = ctx.params
         model = hf_model(ctx)
         tokenizer = model.tokenizer
         analysis = template_analysis(ctx, model)
         records = [run.sent(i) for i in range(len(run.calls))]
-        rows = [(i, sent_ids(r, tokenizer)) for i, r in enumerate(records) if sent_ids(r, tokenizer)]
+        prompts = [call.get("prompt") for call in run.calls]
+        rows = [(i, ids) for i, r in enumerate(records) if (ids := sent_ids(r, tokenizer, prompt=prompts[i]))]
         if not rows:
             skip("the tap saw no generate() call from your harness: give --transcript F.jsonl")
         bos = tokenizer.bos_token_id
@@ -89,7 +103,11 @@ class SpecialTokens(HarnessProbe):
             problems.append(f"{doubled}/{len(rows)} prompts start with {max(harness_bos)} BOS tokens "
                             f"({tokenizer.bos_token!r}); the template path writes {max(reference_bos)}")
         missing = sum(1 for h, r in zip(harness_bos, reference_bos) if r >= 1 and h == 0)
-        if missing:
+        if missing and bos_opens_every_turn(model, bos, analysis):
+            # the "BOS" is the template's turn marker (SmolLM2's <|im_start|>): a format question, prompt-format's
+            warnings.append(f"{missing}/{len(rows)} prompts do not start with {tokenizer.bos_token!r}, which the "
+                            "template writes at every turn: a turn marker, judged by prompt-format")
+        elif missing:
             problems.append(f"{missing}/{len(rows)} prompts have no BOS where the model's path starts with "
                             f"{tokenizer.bos_token!r}")
         eot = end_of_turn_id(tokenizer, analysis) if analysis is not None and analysis.end_of_turn else None
@@ -106,6 +124,8 @@ class SpecialTokens(HarnessProbe):
         for index, _ in rows:
             record = records[index]
             outputs = record.get("output_ids")
+            if outputs:
+                outputs = outputs[prompt_row(record, tokenizer, prompts[index]):]
             limit = (record.get("effective_generation_config") or {}).get("max_new_tokens") \
                 or (record.get("generate_kwargs") or {}).get("max_new_tokens")
             if not outputs or not limit:
