@@ -87,3 +87,29 @@ def test_template_token_left_at_zero_looks_untrained(tmp_path):
     report, _ = run_rungs(tmp_path / "run", ["tokenizer-match"], model=model)
     result = rung(report, "tokenizer-match")
     assert result.status.value == "fail" and "<|im_end|>" in result.summary, result.summary
+
+
+def test_untrained_rows_are_initialisation_signatures_not_small_norms():
+    """Rows at an initialisation (zero, copies, the mean `resize_token_embeddings` writes) are untrained;
+    a trained added token with a small norm (marker tokens often have one) is not."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ladder.probes.tokenizer_match import untrained_rows
+
+    model = AutoModelForCausalLM.from_pretrained(chat_model_dir("chatml"))
+    rows = model.get_input_embeddings().weight.shape[0]
+    model.resize_token_embeddings(rows + 2)  # two new rows, initialised at the mean of the others
+    weights = model.get_input_embeddings().weight.detach().clone()
+    trained_small = rows - 1  # a trained row, scaled to a tenth of its norm: small, but trained
+    weights[trained_small] = weights[7] * 0.1
+    zeroed = 9
+    weights[zeroed] = 0.0
+    added = [trained_small, zeroed, rows, rows + 1]
+    found = untrained_rows([("input", weights)], added)
+    assert set(found) == {zeroed, rows, rows + 1}, found
+    assert "mean" in " ".join(found[rows]) and "~0" in found[zeroed][0]
+    # with the base: a row the base had trained and the fine-tune kept is not untrained
+    base = weights.clone()
+    assert untrained_rows([("input", weights)], [trained_small], {"input": base}) == {}
+    assert torch.equal(base, weights)

@@ -4,8 +4,10 @@ What it checks:
     `len(tokenizer)` and the highest id the tokenizer can emit against the
     embedding's rows (ids beyond them index nothing, or garbage); the bos, eos and
     pad ids of `config.json` and `generation_config.json` against the tokenizer's;
-    added tokens whose embedding rows look untrained (norm outliers against the
-    rest, far smaller than trained rows, or identical rows); and, when your harness loads its tokenizer from
+    added tokens whose embedding rows still sit at an initialisation (zero, a copy of
+    another added row, the mean of the others as `resize_token_embeddings` writes it;
+    with `--base`, not a row the base had trained): a fail when the chat template
+    writes the token, a warn otherwise; and, when your harness loads its tokenizer from
     somewhere else than the model (or the case gives a base), whether the tokenizer
     in use belongs to this model: where it splits the probe text differently from
     one known to belong (the checkpoint's own, the base's), the model's loss on
@@ -37,8 +39,6 @@ from ladder.probes.base import Probe, ProbeContext, failed, passed, warned
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    max_outlier_z: float = Field(default=6.0, gt=0,
-                                 description="An added token's embedding norm this many robust deviations below the rest looks untrained.")
     max_loss_ratio: float = Field(default=1.1, ge=1,
                                   description="How many times the model's own loss (nats per character) another "
                                               "tokenizer's may reach before it does not belong to the model.")
@@ -50,13 +50,6 @@ def _ids(value) -> list[int]:
     return as_id_list(value)
 
 
-def robust_z(values: list[float], of: float) -> float:
-    ordered = sorted(values)
-    median = ordered[len(ordered) // 2]
-    mad = sorted(abs(v - median) for v in values)[len(values) // 2] or 1e-12
-    return (of - median) / (1.4826 * mad)
-
-
 class TokenizerMatch(Probe):
     name = "tokenizer-match"
     needs = ("model",)
@@ -65,8 +58,6 @@ class TokenizerMatch(Probe):
 
     def run(self, ctx: ProbeContext):
         import os
-
-        import torch
 
         from ladder.backends.hf import hf_model
         from ladder.harness import harness_error_finding, harness_run, probe_prompts
@@ -94,7 +85,11 @@ class TokenizerMatch(Probe):
             if mine is None:
                 continue
             lists = [ids for ids in (in_config, in_generation) if ids]
-            if lists and all(mine not in ids for ids in lists):
+            if name == "pad" and lists and any(mine not in ids for ids in lists):
+                # padding only reaches the model in a batch, where batch-consistency measures what it does
+                warnings.append(f"pad id {mine} ({tokenizer.pad_token!r}) of the tokenizer is not the config's "
+                                f"({in_config or in_generation}): it matters only in batches (see batch-consistency)")
+            elif lists and all(mine not in ids for ids in lists):
                 problems.append(f"{name} id {mine} ({getattr(tokenizer, f'{name}_token')!r}) of the tokenizer is "
                                 f"not the config's ({in_config or in_generation})")
             elif lists and any(mine not in ids for ids in lists):
@@ -103,30 +98,23 @@ class TokenizerMatch(Probe):
         # the pad row is never trained (padding_idx) and never matters; the rest count when the template uses them
         added = sorted(i for i in tokenizer.added_tokens_decoder if i < rows and i != tokenizer.pad_token_id)
         in_use = set(_template_token_ids(tokenizer)) | {tokenizer.bos_token_id, tokenizer.eos_token_id}
+        matrices = [("input", net.get_input_embeddings().weight),
+                    ("output", getattr(net.get_output_embeddings(), "weight", None))]
+        base_matrices = _base_embeddings(ctx) if added else {}
         untrained = []
-        if added:
-            for label, matrix in (("input", net.get_input_embeddings().weight),
-                                  ("output", getattr(net.get_output_embeddings(), "weight", None))):
-                if matrix is None:
-                    continue
-                norms = matrix.detach().float().norm(dim=-1)
-                regular = [n for i, n in enumerate(norms.tolist()) if i not in set(added)]
-                for token in added:
-                    z = robust_z(regular, norms[token].item())
-                    # trained special tokens often have large norms; untrained rows stay small (near init)
-                    if z < -params.max_outlier_z:
-                        untrained.append({"token": tokenizer.convert_ids_to_tokens(token), "id": token,
-                                          "embedding": label, "norm": round(norms[token].item(), 4), "z": round(z, 1)})
-                rows_added = matrix.detach().float()[added]
-                if len(added) >= 2 and torch.cdist(rows_added, rows_added).fill_diagonal_(1.0).min().item() < 1e-6:
-                    untrained.append({"embedding": label, "identical_rows": tokenizer.convert_ids_to_tokens(added)})
-        for item in untrained:
-            item["used_by_template"] = item.get("id") in in_use or "identical_rows" in item
-        if any(u["used_by_template"] for u in untrained):
-            problems.append(f"{len(untrained)} added-token embedding rows look untrained: "
-                            + ", ".join(str(u.get("token", u.get("identical_rows"))) for u in untrained[:5]))
-        elif untrained:
-            warnings.append(f"{len(untrained)} added tokens the template does not use have untrained-looking rows")
+        for token, signs in untrained_rows(matrices, added, base_matrices).items():
+            untrained.append({"token": tokenizer.convert_ids_to_tokens(token), "id": token, "looks": signs,
+                              "used_by_template": token in in_use})
+        used = [u for u in untrained if u["used_by_template"]]
+        if used:
+            problems.append(f"{len(used)} added token{'s' if len(used) > 1 else ''} the template writes "
+                            f"{'have' if len(used) > 1 else 'has'} untrained embedding rows: "
+                            + "; ".join(f"{u['token']} ({', '.join(u['looks'])})" for u in used[:5]))
+        if len(untrained) > len(used):
+            unused = [u["token"] for u in untrained if not u["used_by_template"]]
+            warnings.append(f"{len(unused)} added token{'s' if len(unused) > 1 else ''} the template does not "
+                            f"write {'have' if len(unused) > 1 else 'has'} untrained-looking rows: "
+                            + ", ".join(unused[:5]))
 
         evidence = {"tokenizer_size": size, "embedding_rows": rows, "max_token_id": top_id,
                     "ids_beyond_embedding": beyond[:20], "special_ids": special,
@@ -172,6 +160,76 @@ class TokenizerMatch(Probe):
             return warned("; ".join(warnings), warnings=warnings, **evidence)
         return passed(f"tokenizer ({size} tokens) and model ({rows} embedding rows) agree on ids and special tokens",
                       **evidence)
+
+
+def untrained_rows(matrices: list[tuple[str, object]], added: list[int],
+                   base_matrices: dict[str, object] | None = None) -> dict[int, list[str]]:
+    """Added tokens whose embedding rows still sit where initialisation put them, with the signs seen.
+
+    A row is untrained when it is (near) zero, a copy of another added row, or (near) the mean of the
+    other rows (what `resize_token_embeddings` writes), and, with the base's matrices, not a row the base
+    already had trained. A small norm alone is no sign: trained marker tokens often have one.
+    """
+    import torch
+
+    base_matrices = base_matrices or {}
+    found: dict[int, list[str]] = {}
+    for label, matrix in matrices:
+        if matrix is None or not added:
+            continue
+        weights = matrix.detach().float()
+        added_set = set(added)
+        regular = weights[[i for i in range(weights.shape[0]) if i not in added_set]]
+        if regular.shape[0] < 2:
+            continue
+        mean = regular.mean(dim=0)
+        spread = (regular - mean).norm(dim=-1).median().item() or 1e-12
+        scale = regular.norm(dim=-1).median().item() or 1e-12
+        rows = weights[added]
+        distances = torch.cdist(rows, rows)
+        distances.fill_diagonal_(float("inf"))
+        base = base_matrices.get(label)
+        for k, token in enumerate(added):
+            row = rows[k]
+            signs = []
+            if row.norm().item() < 0.01 * scale:
+                signs.append(f"{label} row ~0")
+            elif (row - mean).norm().item() < 0.01 * spread:
+                signs.append(f"{label} row = mean of the others")
+            if len(added) > 1 and distances[k].min().item() < 1e-6 * scale:
+                signs.append(f"{label} row = another added token's")
+            if signs and base is not None and token < base.shape[0] and torch.equal(base[token].float(), row):
+                base_signs = untrained_rows([(label, base)], [token], None)
+                if not base_signs:
+                    signs = []  # the base trained it and the fine-tune kept it: nothing missing
+            for sign in signs:
+                found.setdefault(token, []).append(sign)
+    return found
+
+
+def _base_embeddings(ctx) -> dict[str, object]:
+    """The base model's input and output embedding matrices, read tensor by tensor from its safetensors
+    (no second model in memory); empty when there is no base or its files cannot be read."""
+    import glob
+    import os
+
+    base = ctx.case.base
+    if not base or not os.path.isdir(base):
+        return {}
+    from safetensors import safe_open
+
+    found: dict[str, object] = {}
+    for path in sorted(glob.glob(os.path.join(base, "*.safetensors"))):
+        try:
+            with safe_open(path, framework="pt") as handle:
+                for name in handle.keys():
+                    if name.endswith("embed_tokens.weight") and "input" not in found:
+                        found["input"] = handle.get_tensor(name)
+                    elif name.endswith("lm_head.weight") and "output" not in found:
+                        found["output"] = handle.get_tensor(name)
+        except Exception:  # an unreadable base is load-report's finding
+            return {}
+    return found
 
 
 def _nats_per_char(model, tokenizer, text: str, rows: int) -> float | None:
