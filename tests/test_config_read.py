@@ -263,3 +263,33 @@ def test_schema_file_importing_its_sibling_module(tmp_path):
     config = write(tmp_path / "train.yaml", "learning_rate: 1.0e-4\nbatch_size: 4\n")
     result = run_rung("config-read", train_config=config, config_schema=f"{schema}:Config")
     assert result.status.value == "pass", result.summary
+
+
+@pytest.mark.parametrize("saved, expected", [(20, "pass"), (50, "fail")])
+def test_step_counts_below_one_are_a_share_of_the_run(tmp_path, saved, expected):
+    """The Trainer reads save_steps 0.1 as a tenth of max_steps: a run of 200 steps saving every 20 read it."""
+    import json as json_
+
+    config = write(tmp_path / "train.yaml", "learning_rate: 2.0e-4\nlr_scheduler_type: constant\n"
+                                            "save_steps: 0.1\nlogging_steps: 10\n")
+    state_path = write_trainer_state(tmp_path / "run", global_step=200, batch=4, epochs=1, steps_per_epoch=200,
+                                     lr=[2e-4])
+    state = json_.loads(state_path.read_text())
+    state["save_steps"] = saved
+    state_path.write_text(json_.dumps(state))
+    result = run_rung("config-read", train_config=config, run_dir=tmp_path / "run")
+    assert result.status.value == expected, result.summary
+    rows = {row["key"]: row for row in result.evidence["table"]}
+    assert rows["save_steps"]["status"] == ("ok" if expected == "pass" else "differs")
+    if expected == "fail":
+        assert "0.1 of 200 steps is 20, but the run used 50" in result.summary
+
+
+def test_a_value_the_run_did_not_use_is_said_in_words(tmp_path):
+    config = write(tmp_path / "train.yaml", "learning_rate: 2.0e-4\nlr_scheduler_type: constant\nlogging_steps: 5\n")
+    write_trainer_state(tmp_path / "run", global_step=40, batch=4, epochs=1, steps_per_epoch=40, lr=[2e-4],
+                        logging_steps=10)
+    result = run_rung("config-read", train_config=config, run_dir=tmp_path / "run")
+    assert result.status.value == "fail"
+    assert "`logging_steps` is 5 in the config, but the run used 10 (trainer_state.json logging_steps)" \
+        in result.summary, result.summary

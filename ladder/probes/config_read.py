@@ -50,6 +50,8 @@ STATE_KEYS = {  # trainer_state.json key -> config keys that set it
     "eval_steps": ("eval_steps",),
     "save_steps": ("save_steps",),
 }
+# step counts the Trainer takes as a share of max_steps when below 1
+RATIO_STEP_KEYS = ("logging_steps", "eval_steps", "save_steps")
 ADAPTER_ALIASES = {"lora_r": "r", "r": "r", "lora_alpha": "lora_alpha", "alpha": "lora_alpha",
                    "lora_dropout": "lora_dropout", "target_modules": "target_modules"}
 
@@ -356,11 +358,21 @@ def _check_state_counts(record, intended, table) -> None:
         if configured is None or _number(effective) is None:
             continue
         note = f"trainer_state.json {state_key}"
-        if state_key == "train_batch_size" and effective % max(1, configured) == 0 and effective != configured:
+        total = _number(state.get("max_steps"))
+        if state_key in RATIO_STEP_KEYS and 0 < configured < 1 and total:
+            # the Trainer reads a value below 1 as a share of the run's steps: ceil(max_steps x ratio)
+            expected = math.ceil(total * configured)
+            status = "ok" if _number(effective) == expected else "differs"
+            table.append(_row(configured_key, intended[configured_key], effective,
+                              f"{note}: {configured:g} of {total:g} steps is {expected}"
+                              + ("" if status == "ok" else f", but the run used {effective}"), status))
+        elif state_key == "train_batch_size" and effective % max(1, configured) == 0 and effective != configured:
             table.append(_row(configured_key, intended[configured_key], effective,
                               f"{note}: {int(effective // configured)} devices x {configured:g}", "ok"))
         elif _number(effective) != configured:
-            table.append(_row(configured_key, intended[configured_key], effective, note, "differs"))
+            table.append(_row(configured_key, intended[configured_key], effective,
+                              f"is {intended[configured_key]!r} in the config, but the run used {effective!r} "
+                              f"({note})", "differs"))
         else:
             table.append(_row(configured_key, intended[configured_key], effective, note, "ok"))
 
