@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from helpers import run_cli, write
+from helpers import engine_registry, run_cli, write
 from test_cli import plugin_env
 from ladder.cli_output import RunDisplay
 from ladder.events import RungFinished, RungProgress, RungStarted
@@ -124,3 +124,35 @@ def test_cli_with_markup_in_a_finding_writes_every_report_and_prints_it(tmp_path
     assert report["culprit"]["rung"] == "prompt-format" and "[/INST]" in report["culprit"]["summary"]
     ET.parse(tmp_path / "r.xml")
     assert "[/INST]" in (tmp_path / "r.md").read_text()
+
+
+def test_a_table_that_cannot_be_printed_still_leaves_every_report_and_exits_3(tmp_path, monkeypatch, capsys):
+    from ladder import cli
+    from ladder.cli_output import RunDisplay
+
+    target = tmp_path / "empty.txt"
+    target.write_text("")
+    ladder = write(tmp_path / "l.yaml", f"""
+        name: broken-terminal
+        rungs:
+          - id: first
+            title: the file is empty
+            tier: interface
+            probe: file-check
+            params: {{path: {target}}}
+            why: w
+            fix: f
+        """)
+
+    def refuse(self, report, ladder_):
+        raise UnicodeEncodeError("ascii", "✘", 0, 1, "a terminal that cannot print it")
+
+    monkeypatch.setattr(RunDisplay, "summary", refuse)
+    monkeypatch.setattr(cli, "_registry", lambda args: engine_registry())
+    code = cli.main(["probe", "--ladder", str(ladder), "--json", str(tmp_path / "r.json"),
+                     "--junit", str(tmp_path / "r.xml"), "--md", str(tmp_path / "r.md")])
+    assert code == 3
+    assert json.loads((tmp_path / "r.json").read_text())["culprit"]["rung"] == "first"
+    assert (tmp_path / "r.xml").exists() and (tmp_path / "r.md").exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ladder: the terminal table could not be printed (UnicodeEncodeError")
