@@ -43,6 +43,24 @@ def test_adapter_in_the_checkpoint_that_the_harness_never_applied(tmp_path):
     assert "adapter" in result.summary and result.evidence["adapter_applied_in_harness"] is False
 
 
+@pytest.mark.parametrize("base_of_adapter, status", [("model", "fail"), ("some-other-model", "pass")])
+def test_an_adapter_beside_the_checkpoint_counts_only_when_it_names_it_as_its_base(tmp_path, base_of_adapter,
+                                                                                     status):
+    """A models folder holds adapters of other experiments too: a sibling adapter is this checkpoint's
+    unapplied fine-tune only when its base_model_name_or_path is this checkpoint."""
+    from ladder.probes.load_report import adapter_dirs
+
+    models = tmp_path / "models"
+    model = copy_model(models)
+    (models / "lora").mkdir()
+    (models / "lora" / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "base_model_name_or_path": f"../{base_of_adapter}", "r": 8}))
+    assert bool(adapter_dirs(model)) == (status == "fail")
+    harness = variant_harness(tmp_path / "h", model, mode="template")
+    report, _ = run_rungs(tmp_path / "run", ["load-report"], model=model, harness=harness, prompts=probe_prompts(2))
+    assert rung(report, "load-report").status.value == status, rung(report, "load-report").summary
+
+
 def test_harness_loading_another_checkpoint_is_named(tmp_path):
     model = copy_model(tmp_path)
     other = copy_model(tmp_path, "other")

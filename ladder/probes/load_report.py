@@ -64,20 +64,39 @@ def disk_dtypes(folder: Path) -> dict[str, int]:
 
 
 def adapter_dirs(folder: Path, extra: list[Path] = ()) -> list[Path]:
-    """Folders holding an adapter_config.json: the checkpoint, a folder inside it, a folder beside it,
-    or the run directory (and its checkpoint folders)."""
-    places = [folder, *extra]
+    """Folders holding an adapter_config.json meant for this checkpoint: the checkpoint, a folder inside it,
+    the run directory (and its checkpoint folders), or a folder beside the checkpoint whose adapter names
+    it as its base (a models folder holds adapters of other experiments too: those are not this one's)."""
     found: list[Path] = []
-    for place in places:
+    for place in [folder, *extra]:
         if not place.is_dir():
             continue
-        candidates = [place, *place.glob("*/")]
-        if place == folder and folder.parent != folder:
-            candidates += [p for p in folder.parent.glob("*/") if p != folder]
-        for candidate in candidates:
+        for candidate in [place, *place.glob("*/")]:
             if (candidate / "adapter_config.json").is_file() and candidate.resolve() not in found:
                 found.append(candidate.resolve())
+    if folder.parent != folder:
+        for candidate in folder.parent.glob("*/"):
+            if candidate != folder and candidate.resolve() not in found and adapter_names_base(candidate, folder):
+                found.append(candidate.resolve())
     return found
+
+
+def adapter_names_base(adapter: Path, checkpoint: Path) -> bool:
+    """Whether the adapter's `base_model_name_or_path` is this checkpoint (a path to it, or its name)."""
+    import json
+
+    try:
+        config = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    base = str(config.get("base_model_name_or_path") or "") if isinstance(config, dict) else ""
+    if not base:
+        return False
+    for root in (adapter, adapter.parent, Path.cwd()):
+        candidate = (root / base) if not Path(base).is_absolute() else Path(base)
+        if candidate.exists() and candidate.resolve() == checkpoint.resolve():
+            return True
+    return base.rstrip("/").rsplit("/", 1)[-1] == checkpoint.name
 
 
 class LoadReport(Probe):
