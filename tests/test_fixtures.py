@@ -266,8 +266,9 @@ def test_chat_model_answers_through_its_template_and_not_raw(style, torch_thread
     the same seed measured 92% templated here (OMP_NUM_THREADS 1 and 2) and 80% on another machine of
     this kind. The factory therefore checks the premise when it builds the model, against a bar with
     margin over this test's (templated >= 90%, stop >= 98%, raw <= 5%), and retrains with another batch
-    order until it holds (`ChatRecipe.premise_attempts`); fixture.json records every attempt. This test
-    re-measures the built model against its own, lower bar. `bench/bench_premise.py` prints the spread
+    order until it holds (`ChatRecipe.premise_attempts`; should none reach it, the best is kept if it holds
+    this test's bar, else the build fails); fixture.json records every attempt and the one chosen. This
+    test re-measures the built model against its own, lower bar. `bench/bench_premise.py` prints the spread
     over seeds and thread counts.
     """
     from ladder.fixtures.evaluate import score_raw, score_templated
@@ -290,8 +291,8 @@ def test_chat_model_answers_through_its_template_and_not_raw(style, torch_thread
     assert templated.accuracy >= 0.85, (templated.accuracy, wrong)
     assert templated.stop_rate >= 0.95, templated.stop_rate
     assert raw.accuracy <= 0.10, (raw.accuracy, raw.samples[:5])
-    chosen = info["premise_attempts"][-1]
-    assert chosen["templated_accuracy"] >= 0.90 and abs(chosen["templated_accuracy"] - templated.accuracy) <= 0.02
+    chosen = info["premise_attempts"][info["premise_chosen"]]  # what the factory measured when it built it
+    assert abs(chosen["templated_accuracy"] - templated.accuracy) <= 0.02, (chosen, templated.accuracy)
 
 
 @pytest.mark.slow
