@@ -46,3 +46,4 @@ def test_healthy_settings_pass(tmp_path):
 def test_without_a_harness_it_skips(tmp_path):
     report, _ = run_rungs(tmp_path, ["generation-config"], model=chat_model_dir("chatml"))
     assert rung(report, "generation-config").status.value == "skip"
+

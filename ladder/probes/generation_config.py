@@ -6,7 +6,8 @@ What it checks:
     `generation_config.json`), what `generation_config.json` says, and what a
     sane run of this model needs. It flags eos ids without the template's
     end-of-turn token, a `max_new_tokens` too small for the model's own answers
-    (measured through the template), sampling flags that contradict each other,
+    (measured through the template: a fail when it cuts most of them, a warn when
+    only the longest), sampling flags that contradict each other,
     an extreme temperature or repetition penalty, and the kwargs by which the
     harness overrode the model's config (often unknowingly, e.g. a hard-coded
     `eos_token_id=tokenizer.eos_token_id`).
@@ -88,9 +89,14 @@ class GenerationConfigProbe(HarnessProbe):
         budget = effective.get("max_new_tokens")
         if budget is None and effective.get("max_length") is not None:
             budget = effective["max_length"] - input_length
-        if needed is not None and budget is not None and budget < needed:
-            problems.append(f"max_new_tokens {budget} is shorter than the model's own answers "
-                            f"(up to {needed} tokens through the template)")
+        typical = sorted(stopped)[len(stopped) // 2] if needed is not None else None
+        if typical is not None and budget is not None and budget < typical:
+            # most replies are cut on the user's path: what the model produces there changes
+            problems.append(f"max_new_tokens {budget} is shorter than most of the model's own answers "
+                            f"({typical} tokens typical, up to {needed}, through the template)")
+        elif needed is not None and budget is not None and budget < needed:
+            warnings.append(f"max_new_tokens {budget} cuts the longest of the model's own answers (up to {needed} "
+                            f"tokens through the template; {typical} typical)")
         sampling = bool(effective.get("do_sample"))
         temperature = effective.get("temperature")
         if not sampling:
