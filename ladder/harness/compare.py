@@ -48,6 +48,14 @@ def prompt_row(record: dict[str, Any] | None, tokenizer, prompt: str | None) -> 
     return best
 
 
+def output_ids(record: dict[str, Any] | None, tokenizer, prompt: str | None) -> list[int] | None:
+    """The generated ids of the row of a generate call that carries `prompt` (see `prompt_row`)."""
+    outputs = (record or {}).get("output_ids")
+    if not outputs:
+        return None
+    return list(outputs[min(prompt_row(record, tokenizer, prompt), len(outputs) - 1)])
+
+
 def sent_ids(record: dict[str, Any] | None, tokenizer, row: int = 0, prompt: str | None = None) -> list[int] | None:
     """The ids of one row of a generate call, without padding (by its attention mask): the row that carries
     `prompt` when it is given (see `prompt_row`), else `row`.

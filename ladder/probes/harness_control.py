@@ -99,7 +99,7 @@ class HarnessControl(HarnessProbe):
     def _score(self, ctx, model, run, prompts, params: Params, which: str) -> dict:
         import re
 
-        from ladder.harness.compare import generate_cut, prompt_row, stop_set
+        from ladder.harness.compare import generate_cut, output_ids, stop_set
         from ladder.templates import TemplateError, analyse, renderer_for_tokenizer
 
         tokenizer = model.tokenizer
@@ -117,11 +117,10 @@ class HarnessControl(HarnessProbe):
             model, correct_ids, stops, params.max_new_tokens))
         harness_replies = []
         for index in range(len(texts)):
-            record = run.sent(index)
-            outputs = (record or {}).get("output_ids")
-            if outputs:
+            output = output_ids(run.sent(index), tokenizer, texts[index])
+            if output:
                 reply = []
-                for token in outputs[min(prompt_row(record, tokenizer, texts[index]), len(outputs) - 1)]:
+                for token in output:
                     if token in stops or token == tokenizer.pad_token_id:
                         break
                     reply.append(token)

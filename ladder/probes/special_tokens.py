@@ -80,7 +80,7 @@ class SpecialTokens(HarnessProbe):
 
     def check(self, ctx: ProbeContext, run: HarnessRun):
         from ladder.backends.hf import hf_model
-        from ladder.harness.compare import as_id_list, end_of_turn_id, prompt_row, sent_ids, template_analysis
+        from ladder.harness.compare import as_id_list, end_of_turn_id, output_ids, sent_ids, template_analysis
 
         params: Params = ctx.params
         model = hf_model(ctx)
@@ -123,16 +123,14 @@ class SpecialTokens(HarnessProbe):
         unstopped, measured = 0, 0
         for index, _ in rows:
             record = records[index]
-            outputs = record.get("output_ids")
-            if outputs:
-                outputs = outputs[prompt_row(record, tokenizer, prompts[index]):]
+            output = output_ids(record, tokenizer, prompts[index])
             limit = (record.get("effective_generation_config") or {}).get("max_new_tokens") \
                 or (record.get("generate_kwargs") or {}).get("max_new_tokens")
-            if not outputs or not limit:
+            if not output or not limit:
                 continue
             measured += 1
             stop_set = set(stops or []) | set(as_id_list(eot))
-            if len(outputs[0]) >= limit and not stop_set.intersection(outputs[0]):
+            if len(output) >= limit and not stop_set.intersection(output):
                 unstopped += 1
         unstopped_rate = round(unstopped / measured, 3) if measured else None
         if unstopped_rate is not None and unstopped_rate > params.max_unstopped_rate:
