@@ -112,6 +112,26 @@ def test_secrets_never_reach_reports(tmp_path, plugin_site):
         assert secret not in text and "hf_abcdefghijklmnopqrstuvwx" not in text and "***" in text
 
 
+def test_the_redactor_masks_credentials_not_evidence_about_tokens(tmp_path, plugin_site):
+    from ladder.report import REDACTED, redact
+
+    evidence = {"versions": {"tokenizers": "0.22.1"}, "bos_token": "<s>", "eos_token": "</s>",
+                "special_tokens": ["<s>", "</s>"], "pad_token_id": 0, "max_new_tokens": 16, "key": "save_steps",
+                "tokenizer": "the checkpoint's own"}
+    secrets = {"token": "abc123", "api_key": "k-1", "OPENAI_API_KEY": "k-2", "hf_token": "k-3", "password": "pw"}
+    masked = redact({**evidence, **secrets, "nested": [{"access_token": "k-4", "bos_token": "<s>"}]})
+    assert {k: masked[k] for k in evidence} == evidence
+    assert all(masked[k] == REDACTED for k in secrets)
+    assert masked["nested"] == [{"access_token": REDACTED, "bos_token": "<s>"}]
+    # end to end: the JSON report keeps the versions of tokenizers and transformers
+    ladder = test_ladder(tmp_path, good=True)
+    write(tmp_path / "case.yaml", "description: versions\n")
+    result = run_cli("probe", "case.yaml", "--ladder", str(ladder), "--json", "r.json", cwd=tmp_path,
+                     env=plugin_env(plugin_site))
+    versions = json.loads((tmp_path / "r.json").read_text())["versions"]
+    assert REDACTED not in json.dumps(versions), (result.stderr, versions)
+
+
 def test_plugins_listed_broken_one_reported_not_fatal(tmp_path, plugin_site):
     result = run_cli("probes", env=plugin_env(plugin_site))
     assert result.returncode == 0
