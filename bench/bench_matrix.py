@@ -27,7 +27,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 TIERS = ["interface", "data", "config", "numerics", "weights", "behaviour", "architecture"]
 
 
-def real_cases(root: Path) -> list[tuple[str, str | None, Path]]:
+def real_cases(root: Path) -> list[tuple[str, str, str | None, Path]]:
     """SmolLM2 through the tokenizer as shipped (right padding, pad == eos), one prompt per call."""
     import yaml
 
@@ -42,7 +42,7 @@ def real_cases(root: Path) -> list[tuple[str, str | None, Path]]:
                                kwargs="max_new_tokens=24, do_sample=False")
         case = folder / "case.yaml"
         case.write_text(yaml.safe_dump({"model": str(model), "harness": spec}), encoding="utf-8")
-        out.append((f"smollm2-{mode}", culprit, case))
+        out.append((f"smollm2-{mode}", "smollm2", culprit, case))
     return out
 
 
@@ -81,24 +81,25 @@ def main() -> None:
     for combo in combinations():
         if args.only in combo.name:
             folder = root / combo.name
-            cases.append((combo.name, combo.culprit, write_case(combo, folder)))
+            family = combo.family if combo.recipe == "reply" else f"{combo.family}/{combo.recipe}-loss"
+            cases.append((combo.name, family, combo.culprit, write_case(combo, folder)))
     if not args.no_real and args.only in "smollm2":
         cases += real_cases(root)
     rows = []
-    for name, expected, case in cases:
+    for name, family, expected, case in cases:
         report, code, seconds, stderr = run(case)
         found = report["culprit"]["rung"] if report and report.get("culprit") else None
         crashed = code in (2, 3) or "Traceback" in stderr or report is None
-        rows.append({"name": name, "family": name.split("-")[0], "expected": expected, "found": found,
+        rows.append({"name": name, "family": family, "expected": expected, "found": found,
                      "crash": crashed, "order": bool(report) and order_violation(report), "seconds": seconds})
         mark = "ok " if found == expected and not crashed else "BAD"
-        print(f"{mark} {name:52} expected {expected!s:18} found {found!s:18} exit {code} {seconds:5.1f} s",
+        print(f"{mark} {name:64} expected {expected!s:18} found {found!s:18} exit {code} {seconds:5.1f} s",
               flush=True)
     print()
     for family in sorted({r["family"] for r in rows}) + ["overall"]:
         group = [r for r in rows if family in ("overall", r["family"])]
         healthy = [r for r in group if r["expected"] is None]
-        print(f"{family:8} cases {len(group):3}  top-1 {sum(r['found'] == r['expected'] for r in group)}/{len(group)}"
+        print(f"{family:26} cases {len(group):3}  top-1 {sum(r['found'] == r['expected'] for r in group)}/{len(group)}"
               f"  false culprits {sum(r['found'] is not None for r in healthy)}/{len(healthy)}"
               f"  order violations {sum(r['order'] for r in group)}  crashes {sum(r['crash'] for r in group)}"
               f"  median {statistics.median(r['seconds'] for r in group):.1f} s")

@@ -136,6 +136,10 @@ def _ids(prompt):
     if {mode!r} == "truncate":  # a context limit applied to the rendered prompt: its end is cut
         ids = _tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
         return ids[: max(3, len(ids) - 8)]
+    if {mode!r} == "other-template":  # another family's template (a server's fallback, a copied tokenizer)
+        text = _tok.apply_chat_template(messages, chat_template={other_template!r}, add_generation_prompt=True,
+                                        tokenize=False)
+        return _tok(text, add_special_tokens=False)["input_ids"]
     if {mode!r} == "twice":
         once = _tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return _tok.apply_chat_template([{{"role": "user", "content": once}}], add_generation_prompt=True,
@@ -161,10 +165,12 @@ def generate_batch(prompts):
 
 def variant_harness(folder: Path, model: Path, *, mode: str = "template", tokenizer: Path | None = None,
                     padding_side: str = "left", kwargs: str = "max_new_tokens=16, do_sample=False",
-                    batch: bool = True, doc: str = "") -> str:
-    """A harness file written as users write them; returns its `file.py:ask` spec."""
+                    batch: bool = True, doc: str = "", other_template: str | None = None) -> str:
+    """A harness file written as users write them; returns its `file.py:ask` spec. Mode `other-template`
+    renders with `other_template` (Jinja) instead of the model's own."""
     source = VARIANT_HARNESS.format(doc=doc or mode, model=str(model), tokenizer=str(tokenizer or model),
-                                    padding_side=padding_side, mode=mode, kwargs=kwargs)
+                                    padding_side=padding_side, mode=mode, kwargs=kwargs,
+                                    other_template=other_template)
     if not batch:
         source = source[: source.index("def generate_batch")]
     folder.mkdir(parents=True, exist_ok=True)

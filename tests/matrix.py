@@ -16,22 +16,31 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from derived_models import derived_model
+from families import REAL_FAMILIES
 from interface_models import variant_harness
 
-FAMILIES = ("chatml", "gemma")  # the factory's trained template families
+from ladder.fixtures.tokenizer import STYLES, get_style
+
+# (family, training recipe): the built-in families and real ones, fine-tuned with the loss on the reply;
+# chatml also with the loss on the whole conversation (raw text then stops at once instead of rambling)
+MODELS = (*((family, "reply") for family in STYLES + REAL_FAMILIES), ("chatml", "conversation"))
 # (padding side, pad token): as shipped (left, distinct pad), and what real tokenizers ship with
 TOKENIZER_SETTINGS = (("left", "distinct"), ("right", "distinct"), ("right", "eos"), ("left", "none"))
-# harness variant -> (variant_harness keywords, culprit, batched)
+# harness variant -> (variant_harness keywords, culprit)
 HARNESSES = {
     "template": ({"mode": "template", "batch": False}, None),
     "template+batch": ({"mode": "template", "batch": True}, None),
     "raw": ({"mode": "raw", "batch": False}, "prompt-format"),
     "truncated": ({"mode": "truncate", "batch": False}, "prompt-format"),
     "twice": ({"mode": "twice", "batch": False}, "prompt-format"),
+    "other-template": ({"mode": "other-template", "batch": False}, "prompt-format"),
     "render-then-tokenize": ({"mode": "render-then-tokenize", "batch": False}, "by-family"),
     "right-padded-batch": ({"mode": "template", "batch": True, "padding_side": "right"}, "batch-consistency"),
 }
-RENDER_THEN_TOKENIZE = {"chatml": None, "gemma": "special-tokens"}  # the gemma tokenizer adds a second BOS
+# what each harness of the matrix is run on: the built-in families get every one
+REAL_FAMILY_HARNESSES = ("template", "raw", "truncated", "twice", "other-template", "render-then-tokenize")
+# the other family's template an "other-template" harness renders with
+OTHER_TEMPLATE = {"chatml": "vicuna", "qwen2.5-instruct": "vicuna"}  # else chatml
 
 
 @dataclass(frozen=True)
@@ -40,38 +49,68 @@ class Combination:
     padding_side: str
     pad: str
     harness: str
-    form: str  # function | command
+    form: str  # function | command | transcript
+    recipe: str = "reply"
 
     @property
     def name(self) -> str:
-        return f"{self.family}-{self.padding_side}-pad_{self.pad}-{self.harness}-{self.form}"
+        recipe = "" if self.recipe == "reply" else f"-{self.recipe}_loss"
+        return f"{self.family}{recipe}-{self.padding_side}-pad_{self.pad}-{self.harness}-{self.form}"
 
     @property
     def culprit(self) -> str | None:
         culprit = HARNESSES[self.harness][1]
-        return RENDER_THEN_TOKENIZE[self.family] if culprit == "by-family" else culprit
+        if culprit == "by-family":  # rendered to text, then tokenized: a tokenizer that adds BOS doubles it
+            return "special-tokens" if get_style(self.family).bos_in_template else None
+        return culprit
 
 
 def combinations() -> list[Combination]:
-    """Every harness on each family's tokenizer as shipped, in both forms; the healthy and the raw harness
-    on every other tokenizer setting (the settings change nothing on a one-prompt-at-a-time path)."""
+    """Every harness on the built-in families' tokenizers as shipped, in the function form; the healthy
+    and the raw harness in the command and transcript forms and on every other tokenizer setting (the
+    settings change nothing on a one-prompt-at-a-time path). On the real families and the second recipe,
+    the healthy and every broken one-prompt harness, and the healthy one on a right-padding pad == eos
+    tokenizer."""
     out = []
-    for family in FAMILIES:
-        for harness in HARNESSES:
-            out.append(Combination(family, "left", "distinct", harness, "function"))
-        for harness in ("template", "raw"):
-            out.append(Combination(family, "left", "distinct", harness, "command"))
-        for side, pad in TOKENIZER_SETTINGS[1:]:
-            for harness in ("template", "raw"):
-                out.append(Combination(family, side, pad, harness, "function"))
+    for family, recipe in MODELS:
+        if family in STYLES and recipe == "reply":
+            out += [Combination(family, "left", "distinct", harness, "function") for harness in HARNESSES
+                    if harness != "other-template"]
+            for form in ("command", "transcript"):
+                out += [Combination(family, "left", "distinct", harness, form) for harness in ("template", "raw")]
+            for side, pad in TOKENIZER_SETTINGS[1:]:
+                out += [Combination(family, side, pad, harness, "function") for harness in ("template", "raw")]
+        else:
+            out += [Combination(family, "left", "distinct", harness, "function", recipe)
+                    for harness in REAL_FAMILY_HARNESSES]
+            out.append(Combination(family, "right", "eos", "template", "function", recipe))
     return out
 
 
-def model_for(family: str, padding_side: str, pad: str) -> Path:
-    """The family's chat model, its tokenizer saved with `padding_side` and pad (distinct, eos, none)."""
+def chat_recipe(family: str, recipe: str = "reply"):
+    """The built-in families' recipe as the factory ships it (trained until its premise holds); the others
+    trained once, their premise recorded and checked by the matrix (`MATRIX_PREMISE`), not retrained."""
+    from ladder.fixtures.train import ChatRecipe
+
+    if family in STYLES and recipe == "reply":
+        return ChatRecipe(style=family)
+    return ChatRecipe(style=family, loss_on=recipe, premise_attempts=0)
+
+
+# What a matrix model must show to be a chat model at all: it answers held-out questions through its template
+# (most of them), stops on its end-of-turn token, and does not answer them from raw text.
+MATRIX_PREMISE = {"templated_accuracy": 0.6, "stop_rate": 0.95, "raw_accuracy": 0.1}
+
+
+def trained_model(family: str, recipe: str = "reply") -> Path:
     from ladder.fixtures import models
 
-    source = models.chat_model_dir(family)
+    return models.chat_model_dir(family, chat_recipe=chat_recipe(family, recipe))
+
+
+def model_for(family: str, padding_side: str, pad: str, recipe: str = "reply") -> Path:
+    """The family's chat model, its tokenizer saved with `padding_side` and pad (distinct, eos, none)."""
+    source = trained_model(family, recipe)
     if (padding_side, pad) == ("left", "distinct"):
         return source
 
@@ -90,17 +129,40 @@ def model_for(family: str, padding_side: str, pad: str) -> Path:
     return derived_model("matrix-tokenizer", [source], {"side": padding_side, "pad": pad}, build)
 
 
+# what a transcript's harness was asked (its user's own questions, not ladder's default prompts)
+TRANSCRIPT_QUESTIONS = ("What is 4 plus 5?", "Add 2 and 6.", "How much is 7 plus 1?", "Tell me 3 plus 3.")
+
+
+def record_transcript(folder: Path, questions=TRANSCRIPT_QUESTIONS) -> Path:
+    """Run the harness in `folder` on `questions` in a child process and write what it sent and got as a
+    transcript (docs/transcript.md): prompt, input_ids, output."""
+    import subprocess
+
+    path = folder / "transcript.jsonl"
+    script = (f"import json, sys\nsys.path.insert(0, {str(folder)!r})\nimport harness\n"
+              f"with open({str(path)!r}, 'w') as out:\n"
+              f"    for q in {list(questions)!r}:\n"
+              "        out.write(json.dumps({'prompt': q, 'input_ids': list(harness._ids(q)), "
+              "'output': harness.ask(q)}) + '\\n')\n")
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
+    return path
+
+
 def write_case(combo: Combination, folder: Path) -> Path:
     """A case folder (model by path, the harness file, case.yaml without prompts); returns case.yaml."""
     import yaml
 
-    model = model_for(combo.family, combo.padding_side, combo.pad)
+    model = model_for(combo.family, combo.padding_side, combo.pad, combo.recipe)
     keywords, _ = HARNESSES[combo.harness]
     keywords = {"padding_side": combo.padding_side, **keywords}
+    if combo.harness == "other-template":
+        keywords["other_template"] = get_style(OTHER_TEMPLATE.get(combo.family, "chatml")).chat_template
     spec = variant_harness(folder, model, doc=combo.name, **keywords)
     case = {"description": combo.name, "model": str(model)}
     if combo.form == "function":
         case["harness"] = spec
+    elif combo.form == "transcript":
+        case["transcript"] = str(record_transcript(folder))
     else:
         script = folder / "ask.py"
         script.write_text(f"import sys\nsys.path.insert(0, {str(folder)!r})\nimport harness\n"

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from matrix import combinations, write_case
+from matrix import MATRIX_PREMISE, MODELS, combinations, trained_model, write_case
 
 pytestmark = pytest.mark.slow
 
@@ -39,9 +39,28 @@ def test_the_interface_rungs_name_the_right_culprit(tmp_path, interface_ladder, 
     assert not any(status == "error" for status, _ in verdicts.values()), verdicts
 
 
-def test_the_matrix_spans_families_settings_forms_and_both_verdicts():
-    assert {c.family for c in COMBINATIONS} == {"chatml", "gemma"}
+def test_the_matrix_spans_families_recipes_settings_forms_and_both_verdicts():
+    from families import FAMILIES
+
+    from ladder.fixtures.tokenizer import get_style
+
+    assert {c.family for c in COMBINATIONS} == set(FAMILIES) and len(FAMILIES) >= 6
+    styles = [get_style(family) for family in FAMILIES]
+    assert any(style.turn_start in style.render([{"role": "user", "content": "x"}], True) for style in styles)
+    assert any(style.turn_start not in style.render([{"role": "user", "content": "x"}], True) for style in styles), \
+        "markers as plain text, too"
+    assert {c.recipe for c in COMBINATIONS} == {"reply", "conversation"}
     assert {(c.padding_side, c.pad) for c in COMBINATIONS} >= {("right", "eos"), ("left", "none")}
-    assert {c.form for c in COMBINATIONS} == {"function", "command"}
+    assert {c.form for c in COMBINATIONS} == {"function", "command", "transcript"}
     healthy = [c for c in COMBINATIONS if c.culprit is None]
     assert len(healthy) >= 10 and len(COMBINATIONS) - len(healthy) >= 10
+
+
+@pytest.mark.parametrize("family,recipe", MODELS, ids=[f"{f}-{r}" for f, r in MODELS])
+def test_every_matrix_model_is_a_chat_model_that_needs_its_template(family, recipe):
+    """The premise every verdict of the matrix rests on, as the factory measured it on held-out questions."""
+    from ladder.fixtures.models import fixture_info, premise_holds
+
+    info = fixture_info(trained_model(family, recipe))
+    premise = info["premise_attempts"][info["premise_chosen"]]
+    assert premise_holds(premise, MATRIX_PREMISE), premise

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ladder.fixtures.tokenizer import TEMPLATE_STYLES
+from ladder.fixtures.tokenizer import STYLES, get_style
 from ladder.templates import analyse, classify, renderer_for_template
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real_chat_templates" / "chat_templates"
@@ -22,7 +22,7 @@ def _renderers():
         found[path.stem] = renderer_for_template(text, BOS, EOS)
         # the source repository's own usage strips its indentation and newlines
         found[f"{path.stem}-compact"] = renderer_for_template(text.replace("    ", "").replace("\n", ""), BOS, EOS)
-    for style in TEMPLATE_STYLES.values():
+    for style in map(get_style, STYLES):
         found[f"fixture-{style.name}"] = renderer_for_template(style.chat_template, BOS, EOS)
     return found
 
@@ -107,7 +107,7 @@ def test_another_familys_template_is_not_taken_for_this_one():
 
 def test_fixture_styles_markers():
     chatml, gemma = ANALYSES["fixture-chatml"], ANALYSES["fixture-gemma"]
-    assert chatml.end_of_turn == TEMPLATE_STYLES["chatml"].turn_end
-    assert gemma.end_of_turn == TEMPLATE_STYLES["gemma"].turn_end
+    assert chatml.end_of_turn == get_style("chatml").turn_end
+    assert gemma.end_of_turn == get_style("gemma").turn_end
     assert gemma.preamble == BOS and chatml.preamble == ""
-    assert chatml.generation_prompt == TEMPLATE_STYLES["chatml"].generation_prompt
+    assert chatml.generation_prompt == get_style("chatml").generation_prompt

@@ -1,0 +1,45 @@
+"""Template families of real models for the fixture factory, from `../shared/real_chat_templates/`.
+
+Each family is the real template (as its source repository uses it: indentation and newlines stripped,
+unless the template trims whitespace itself with `{%-`) with special-token spellings of that family, so
+the factory trains a tiny chat model that speaks it (`ladder.fixtures.models.chat_model_dir(name)`).
+Markers come both as added special tokens (llama-3's headers, chatml's turns) and as plain text
+(mistral's `[INST]`, vicuna's `USER:`); llama-3's `<|end_header_id|>` is a token added after the shared
+vocabulary, as a fine-tune that extends a tokenizer adds it.
+
+Importing this module registers the families; `FAMILIES` lists every trained family, built-in ones first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ladder.fixtures.tokenizer import STYLES, TemplateStyle, register_style
+
+REAL_TEMPLATES = Path(__file__).resolve().parents[2] / "shared" / "real_chat_templates" / "chat_templates"
+
+
+def real_template(name: str) -> str:
+    text = (REAL_TEMPLATES / f"{name}.jinja").read_text(encoding="utf-8")
+    return text if "{%-" in text else text.replace("    ", "").replace("\n", "")
+
+
+def _families() -> list[TemplateStyle]:
+    return [
+        TemplateStyle(name="llama-3-instruct", pad="<|finetune_right_pad_id|>", bos="<|begin_of_text|>",
+                      eos="<|end_of_text|>", turn_start="<|start_header_id|>", turn_end="<|eot_id|>",
+                      bos_in_template=True, chat_template=real_template("llama-3-instruct"),
+                      added_tokens=("<|end_header_id|>",)),
+        TemplateStyle(name="mistral-instruct", pad="<unk>", bos="<s>", eos="</s>", turn_start="<unused0>",
+                      turn_end="<unused1>", bos_in_template=True, chat_template=real_template("mistral-instruct"),
+                      end_of_turn="</s>"),
+        TemplateStyle(name="vicuna", pad="<unk>", bos="<s>", eos="</s>", turn_start="<unused0>", turn_end="<unused1>",
+                      bos_in_template=True, chat_template=real_template("vicuna"), end_of_turn="</s>"),
+        TemplateStyle(name="qwen2.5-instruct", pad="<|endoftext|>", bos="<|startoftext|>", eos="<|im_end|>",
+                      turn_start="<|im_start|>", turn_end="<|object_ref_start|>", bos_in_template=False,
+                      chat_template=real_template("qwen2.5-instruct"), end_of_turn="<|im_end|>"),
+    ]
+
+
+REAL_FAMILIES = tuple(register_style(style).name for style in _families())
+FAMILIES = (*STYLES, *REAL_FAMILIES)
