@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Build the founding case with tiny models trained on this machine "
                                       "(two to three minutes the first time, cached afterwards), write it to a "
                                       "folder you can open, and walk the ladder on it.")
-    demo.add_argument("--out", metavar="DIR", default="ladder-demo", help="where to write the case (default: ./ladder-demo)")
+    demo.add_argument("--out", metavar="DIR", default="ladder-demo", help="where to write the case: a new or empty folder, or one the demo wrote before (default: ./ladder-demo)")
     demo.add_argument("--fixed", action="store_true", help="the same case with the harness and data corrected")
     _add_run_flags(demo)
 
@@ -261,10 +261,13 @@ def cmd_probe(args) -> int:
 
 def cmd_demo(args) -> int:
     from ladder.case import load_case
-    from ladder.demo import prepare_demo
+    from ladder.demo import check_demo_folder, prepare_demo
 
     def say(message: str) -> None:
         sys.stderr.write(f"ladder demo: {message}\n")
+
+    check_demo_folder(Path(args.out))  # before minutes of building
+    _check_output_paths(args)
 
     case_file = prepare_demo(Path(args.out), fixed=args.fixed, progress=say)
     say(f"the case is in {case_file.parent}: open case.yaml, harness.py, data/ and run/ to see what ladder sees")

@@ -8,9 +8,52 @@ import pytest
 
 from helpers import run_cli
 
-pytestmark = pytest.mark.slow
 
 
+def _snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("existing", ["data", "model", "run", "notes.txt"])
+def test_the_demo_never_writes_into_a_folder_of_the_users(tmp_path, existing):
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "train.jsonl").write_text('{"text": "mine"}\n')
+    target = project / existing
+    if "." in existing:
+        target.write_text("my notes")
+    else:
+        target.mkdir(exist_ok=True)
+        (target / "keep.txt").write_text("mine")
+    before = _snapshot(project)
+    result = run_cli("demo", "--out", str(project), timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "--out" in result.stderr and "Traceback" not in result.stderr
+    assert _snapshot(project) == before
+
+
+def test_the_demo_refuses_a_file_as_its_folder(tmp_path):
+    path = tmp_path / "not-a-folder"
+    path.write_text("x")
+    result = run_cli("demo", "--out", str(path), timeout=120)
+    assert result.returncode == 2 and "not a folder" in result.stderr and path.read_text() == "x"
+
+
+@pytest.mark.slow
+def test_the_demo_rewrites_a_folder_it_wrote_and_keeps_what_the_user_added(tmp_path):
+    from ladder.demo import DEMO_MARKER, prepare_demo
+
+    out = tmp_path / "demo"
+    prepare_demo(out, progress=None)
+    (out / "my-notes.txt").write_text("mine")
+    (out / "harness.py").write_text("edited")
+    case = prepare_demo(out, fixed=True, progress=None)
+    assert (out / DEMO_MARKER).is_file() and case == out / "case.yaml"
+    assert (out / "my-notes.txt").read_text() == "mine"
+    assert (out / "harness.py").read_text() != "edited"
+
+
+@pytest.mark.slow
 def test_keep_going_finds_the_data_half_too(tmp_path):
     out = tmp_path / "demo"
     result = run_cli("demo", "--out", str(out), "--keep-going", "--json", str(tmp_path / "r.json"), timeout=1800)
@@ -26,6 +69,7 @@ def test_keep_going_finds_the_data_half_too(tmp_path):
     assert "side by side" in result.stdout and "<|im_start|>user" in result.stdout  # what was sent, both ways
 
 
+@pytest.mark.slow
 def test_fixed_finds_no_culprit(tmp_path):
     result = run_cli("demo", "--fixed", "--out", str(tmp_path / "fixed"), "--json", str(tmp_path / "r.json"),
                      timeout=1800)
