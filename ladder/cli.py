@@ -294,8 +294,21 @@ def _check_output_paths(args) -> None:
             problems.append(Problem(f"--{kind} {value} is a directory; give a file path"))
         elif path.parent != Path("") and not path.parent.exists():
             problems.append(Problem(f"--{kind} {value}: folder {path.parent} does not exist"))
+        elif (reason := _unwritable(path.parent)) is not None:
+            problems.append(Problem(f"--{kind} {value}: cannot write in folder {path.parent} ({reason})"))
     if problems:
         raise InputError(problems)
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why a file cannot be created in `folder` (tried for real: permissions, a read-only or full disk), or None."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".ladder-write-check-"):
+            return None
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
 
 
 def _run_and_report(case, args) -> int:

@@ -166,6 +166,7 @@ BAD_INPUTS = {
     "harness without function": (["probe", "--harness", "h.py"], "must be FILE.py:NAME"),
     "harness-cmd without placeholder": (["probe", "--harness-cmd", "python x.py"], "must contain {prompt}"),
     "json output is a directory": (["probe", "--json", "adir"], "is a directory"),
+    "report in a folder that cannot be written": (["probe", "--md", "/proc/r.md"], "cannot write in folder /proc"),
     "unknown ladder file": (["rules", "--ladder", "missing.yaml"], "ladder not found"),
     "validate a directory": (["validate", "adir"], "is a directory"),
     "explain unknown rung": (["explain", "prompt-fromat"], "no rung 'prompt-fromat'"),
@@ -173,6 +174,24 @@ BAD_INPUTS = {
     "non-utf8 ladder": (["validate", "latin1.yaml"], "not UTF-8"),
     "binary case file": (["probe", "nul.yaml"], "is not YAML text"),
 }
+
+
+def test_a_report_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    from ladder.report import writers
+
+    path = tmp_path / "r.json"
+    path.write_text("the previous report")
+
+    def broken(report):
+        raise RuntimeError("rendering failed")
+
+    monkeypatch.setitem(writers.WRITERS, "json", broken)
+    with pytest.raises(RuntimeError):
+        writers.write_report(object(), "json", path)
+    assert path.read_text() == "the previous report" and [p.name for p in tmp_path.iterdir()] == ["r.json"]
+    monkeypatch.setitem(writers.WRITERS, "json", lambda report: "the new report")
+    writers.write_report(object(), "json", path)
+    assert path.read_text() == "the new report" and [p.name for p in tmp_path.iterdir()] == ["r.json"]
 
 
 @pytest.mark.parametrize("name", sorted(BAD_INPUTS))

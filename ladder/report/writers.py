@@ -124,8 +124,20 @@ WRITERS = {"json": to_json, "junit": to_junit, "md": to_markdown}
 
 
 def write_report(report: Report, kind: str, path: Path) -> None:
+    """Write the report whole or not at all: into a temporary file beside `path`, then renamed over it."""
+    import os
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(WRITERS[kind](report), encoding="utf-8", errors="backslashreplace")
+    text = WRITERS[kind](report)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", errors="backslashreplace") as out:
+            out.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 __all__ = ["to_json", "to_junit", "to_markdown", "write_report", "report_dict", "Status"]
