@@ -5,6 +5,14 @@ By default the walk stops at the first `fail`: the rungs that come after it
 `keep_going`, every rung that is not blocked runs. A probe that raises is an
 `error` with its traceback, and the walk goes on. Each probe runs in a worker
 thread so a per-rung timeout and Ctrl-C can stop waiting for it.
+
+Shared resources survive faults: a rung that times out is cancelled at its next
+forward pass (or progress call) and given `CANCEL_GRACE_S` to stop; after every
+rung the shared models' fingerprints (dtype, device, mode, attention, a few
+weights) are compared with those before it, and a probe that left them changed,
+or one that would not stop, is an `error` and the resources are loaded afresh. A
+resource that failed to load is reported once, by the first rung that needed it;
+later rungs that need it are `blocked` by that rung.
 """
 
 from __future__ import annotations
@@ -24,9 +32,12 @@ from ladder.events import Event, RunFinished, RungFinished, RungProgress, RungSt
 from ladder.graph import ancestors
 from ladder.loader import Ladder
 from ladder.models import Culprit, Finding, Report, Rung, RungResult, Status
-from ladder.probes.base import Cancelled, ProbeContext, Skipped
+from ladder.probes.base import Cancelled, ProbeContext, Skipped, running_rung
 from ladder.registry import BrokenProbe, ProbeRegistry, UnknownProbe
-from ladder.resources import Resources
+from ladder.resources import ResourceFailed, Resources, ResourceUnavailable, describe_resource
+
+# how long a cancelled or timed-out probe is given to stop before it is abandoned (its resources rebuilt)
+CANCEL_GRACE_S = 10.0
 
 VERSIONED_PACKAGES = ("torch", "transformers", "tokenizers", "pydantic", "networkx", "textual")
 
@@ -63,15 +74,8 @@ class Runner:
     def run(self) -> Report:
         """Walk the whole ladder and return the report; resources are released at the end."""
         self.on_event(RunStarted(list(self.ladder.order)))
-        stopped_by: str | None = None
         try:
-            for position, rung in enumerate(self.ladder.ordered(), start=1):
-                if self.blocker_of(rung.id) or (stopped_by and not self.keep_going):
-                    self._remember(self.unwalked_result(rung.id, stopped_by))
-                else:
-                    result = self.run_rung(rung.id, position=position)
-                    if result.status is Status.FAIL and stopped_by is None:
-                        stopped_by = rung.id
+            self.walk(self.ladder.order, stop_at_fail=not self.keep_going, record_unwalked=True)
         except KeyboardInterrupt:
             self.interrupted = True
             for rung in self.ladder.ordered():
@@ -83,13 +87,57 @@ class Runner:
         self.on_event(RunFinished(report))
         return report
 
-    def blocker_of(self, rung_id: str) -> str | None:
-        """The first failed rung (in walk order) that `rung_id` comes after, if any."""
+    def walk(self, rung_ids: list[str], *, stop_at_fail: bool = True, record_unwalked: bool = False,
+             cancel_event: threading.Event | None = None) -> None:
+        """Run `rung_ids` in walk order, the one walk of both faces (`run` for the CLI, the TUI's n/a/r):
+        a rung that comes after a failed one is blocked, not run; with `stop_at_fail` the walk ends at the
+        first new failure. `record_unwalked` records blocked and not-run results for the rungs it passes
+        over (a full run reports every rung); a cancelled walk stops before its next rung."""
+        wanted = set(rung_ids)
+        stopped_by: str | None = None
+        for position, rung in enumerate(self.ladder.ordered(), start=1):
+            if rung.id not in wanted:
+                continue
+            if cancel_event is not None and cancel_event.is_set():
+                return
+            if self.blocker_of(rung.id) or stopped_by:
+                if record_unwalked:
+                    self._remember(self.unwalked_result(rung.id, stopped_by))
+                continue
+            result = self.run_rung(rung.id, position=position, cancel_event=cancel_event)
+            if result.status is Status.FAIL and stop_at_fail:
+                stopped_by = rung.id
+                if not record_unwalked:
+                    return
+
+    def blocker_of(self, rung_id: str, results: dict[str, RungResult] | None = None) -> str | None:
+        """The first failed rung (in walk order) that `rung_id` comes after, if any (in `results`, by
+        default the runner's own)."""
+        results = self.results if results is None else results
         for before in self.ladder.order:
-            if before in self._ancestors[rung_id] and before in self.results \
-                    and self.results[before].status is Status.FAIL:
+            if before in self._ancestors[rung_id] and before in results and results[before].status is Status.FAIL:
                 return before
         return None
+
+    def state_of(self, rung_id: str, results: dict[str, RungResult] | None = None) -> Status:
+        """A rung's status: its result, else blocked by a failed rung above it, else not run."""
+        results = self.results if results is None else results
+        if rung_id in results:
+            return results[rung_id].status
+        return Status.BLOCKED if self.blocker_of(rung_id, results) else Status.NOT_RUN
+
+    def remaining(self, results: dict[str, RungResult] | None = None) -> list[str]:
+        """Rungs without a verdict yet (never run, or cancelled), in walk order."""
+        results = self.results if results is None else results
+        return [r for r in self.ladder.order if r not in results or results[r].status is Status.NOT_RUN]
+
+    def rerun_from(self, rung_id: str) -> list[str]:
+        """"I fixed it": forget the results of `rung_id` and every rung below it and load the resources
+        afresh; returns the rungs reset."""
+        below = self.ladder.order[self.ladder.order.index(rung_id):]
+        self.reset(below)
+        self.restart_resources()
+        return below
 
     def run_rung(self, rung_id: str, *, position: int | None = None,
                  cancel_event: threading.Event | None = None) -> RungResult:
@@ -178,8 +226,11 @@ class Runner:
         outcome: dict[str, Finding] = {}
 
         def target() -> None:
+            running_rung.cancel_event = cancel_event
             outcome["finding"] = _run_probe(probe_class, context)
 
+        self.resources.current_rung = rung.id
+        before = self._fingerprints()
         worker = threading.Thread(target=target, name=f"probe:{rung.id}", daemon=True)
         worker.start()
         deadline = None if self.rung_timeout is None else time.monotonic() + self.rung_timeout
@@ -187,16 +238,53 @@ class Runner:
             while worker.is_alive():
                 worker.join(0.1)
                 if cancel_event.is_set() and worker.is_alive():
-                    # the probe stops at its next ctx.progress(); the rung need not wait for it
+                    self._stop(worker, before)
                     return Finding(status=Status.NOT_RUN, summary="cancelled")
                 if deadline is not None and time.monotonic() > deadline and worker.is_alive():
                     cancel_event.set()
+                    stopped = self._stop(worker, before)
                     return Finding(status=Status.ERROR,
-                                   summary=f"timed out after {self.rung_timeout:g} s (--rung-timeout)")
+                                   summary=f"timed out after {self.rung_timeout:g} s (--rung-timeout); {stopped}")
         except KeyboardInterrupt:
             cancel_event.set()
             raise
-        return outcome["finding"]
+        finally:
+            self.resources.current_rung = None
+        finding = outcome["finding"]
+        changed = _changes(before, self._fingerprints())
+        if changed:
+            self.restart_resources()
+            return Finding(status=Status.ERROR,
+                           summary=f"the probe left the shared model changed ({changed}); its finding is not "
+                                   "trusted and the model is loaded afresh for the next rungs",
+                           evidence={"changed": changed, "finding_discarded": finding.summary})
+        return finding
+
+    def _fingerprints(self) -> dict[str, dict]:
+        """Fingerprints of the shared resources that have one (the loaded models)."""
+        found = {}
+        for key, value in list(self.resources._values.items()):
+            fingerprint = getattr(value, "fingerprint", None)
+            if callable(fingerprint):
+                try:
+                    found[key] = fingerprint()
+                except Exception as exc:  # a model a probe broke: compare as changed
+                    found[key] = {"unreadable": f"{type(exc).__name__}: {exc}"}
+        return found
+
+    def _stop(self, worker: threading.Thread, before: dict[str, dict]) -> str:
+        """Wait up to CANCEL_GRACE_S for a cancelled probe; rebuild the resources if it would not stop or
+        left them changed. Says what happened, in words."""
+        worker.join(CANCEL_GRACE_S)
+        if worker.is_alive():
+            self.restart_resources()
+            return (f"it did not stop within {CANCEL_GRACE_S:g} s and was abandoned; the model is loaded afresh "
+                    "for the next rungs")
+        changed = _changes(before, self._fingerprints())
+        if changed:
+            self.restart_resources()
+            return f"it stopped, leaving the shared model changed ({changed}); the model is loaded afresh"
+        return "it stopped; the shared model is as it was"
 
     # ---- the answer -----------------------------------------------------------------------
 
@@ -220,6 +308,20 @@ class Runner:
         )
 
 
+def _changes(before: dict[str, dict], after: dict[str, dict]) -> str:
+    """What differs between two sets of fingerprints, in words ('' when nothing does)."""
+    changes = []
+    for key, old in before.items():
+        new = after.get(key)
+        if new is None:
+            continue  # released, not changed
+        for field_name in old:
+            if old[field_name] != new.get(field_name):
+                what = "weights" if field_name == "weights" else f"{field_name} {old[field_name]} -> {new.get(field_name)}"
+                changes.append(f"{describe_resource(key)}: {what}")
+    return "; ".join(changes)
+
+
 def _run_probe(probe_class, context: ProbeContext) -> Finding:
     try:
         finding = probe_class().run(context)
@@ -227,6 +329,12 @@ def _run_probe(probe_class, context: ProbeContext) -> Finding:
         return Finding(status=Status.SKIP, summary=outcome.reason, evidence=outcome.evidence)
     except Cancelled:
         return Finding(status=Status.NOT_RUN, summary="cancelled")
+    except ResourceUnavailable as exc:
+        return Finding(status=Status.BLOCKED, summary=f"blocked: {exc}",
+                       evidence={"unavailable": exc.key, "blocked_by": exc.rung})
+    except ResourceFailed as exc:
+        return Finding(status=Status.ERROR, summary=str(exc), evidence={"resource": exc.key},
+                       traceback="".join(traceback.format_exception(exc.cause)))
     except Exception as exc:
         return Finding(status=Status.ERROR, summary=f"probe crashed: {type(exc).__name__}: {exc}",
                        traceback=traceback.format_exc())

@@ -6,6 +6,7 @@ non-empty, fails when it is empty, and skips when the param is missing.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -89,3 +90,44 @@ class EchoText(Probe):
         return failed(f"your harness said {text}", side_by_side={
             "prompt": text, "harness_sent": text, "template_sends": text + "!",
             "harness_answer": text, "template_answer": ""}, samples=[{"reply": text}])
+
+
+STOP_SPINNING = threading.Event()  # the tests' way to end a spin-forever probe they abandoned
+
+
+class ModelParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    action: str = Field(default="use", description="use | forward-forever | spin-forever | cast | fail-load")
+
+
+class SharedModel(Probe):
+    """Does something to the run's shared model (`hf_model`): uses it, runs forward passes forever,
+    spins forever without one, casts it to float16 and returns pass, or needs a model that cannot load."""
+
+    name = "shared-model"
+    needs = ("model",)
+    Params = ModelParams
+
+    def run(self, ctx: ProbeContext):
+        import torch
+
+        from ladder.backends.hf import hf_model
+
+        action = ctx.params.action
+        model = hf_model(ctx)
+        ids = torch.tensor([[1, 5, 6, 7]])
+        if action == "forward-forever":
+            with torch.no_grad():
+                while True:
+                    model.model(input_ids=ids)
+        if action == "spin-forever":  # no forward pass, no progress call: it cannot be cancelled
+            while not STOP_SPINNING.is_set():
+                time.sleep(0.01)
+            return passed("stopped spinning")
+        if action == "cast":
+            model.model.to(torch.float16)
+            return passed("cast the shared model to float16 and said nothing")
+        with torch.no_grad():
+            logits = model.model(input_ids=ids).logits
+        return passed(f"the shared model ran: {str(logits.dtype)}", dtype=str(logits.dtype),
+                      fingerprint=model.fingerprint())

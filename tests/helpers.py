@@ -16,7 +16,7 @@ import engine_probes
 def engine_registry() -> ProbeRegistry:
     registry = ProbeRegistry(autoload=False)
     for probe in (engine_probes.FileCheck, engine_probes.NeedsData, engine_probes.CatchesEverything,
-                  engine_probes.ReturnsNone):
+                  engine_probes.ReturnsNone, engine_probes.SharedModel):
         registry.register(probe.name, probe)
     return registry
 

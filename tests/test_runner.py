@@ -142,3 +142,97 @@ def test_ctrl_c_gives_partial_report(tmp_path, monkeypatch):
     report = runner.run()
     assert report.interrupted and statuses(report) == {"a": Status.PASS, "b": Status.NOT_RUN}
     assert exit_status(report) == 130
+
+
+# ---- faults in probes that share the model ----------------------------------------------------------
+
+
+def _model_rungs(tmp_path, *actions):
+    return make_ladder(tmp_path, [(f"r{i}-{action}", "interface", "[]", {"probe": "shared-model", "action": action})
+                                  for i, action in enumerate(actions)])
+
+
+def _probe_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("probe:") and t.is_alive()]
+
+
+def test_a_timed_out_probe_stops_at_its_next_forward_pass_and_the_walk_goes_on(tmp_path):
+    from interface_models import tiny_random_dir
+
+    ladder = _model_rungs(tmp_path, "forward-forever", "use")
+    runner = Runner(ladder, Case(model=str(tiny_random_dir())), registry=engine_registry(), rung_timeout=1.0,
+                    keep_going=True)
+    report = runner.run()
+    first, second = report.rungs
+    assert first.status is Status.ERROR and "timed out after 1 s" in first.summary, first.summary
+    assert "it stopped; the shared model is as it was" in first.summary
+    assert second.status is Status.PASS and "float32" in second.summary
+    assert not _probe_threads()
+
+
+def test_a_probe_that_will_not_stop_is_abandoned_and_the_model_loaded_afresh(tmp_path, monkeypatch):
+    import engine_probes
+    from interface_models import tiny_random_dir
+
+    import ladder.runner
+
+    monkeypatch.setattr(ladder.runner, "CANCEL_GRACE_S", 0.3)
+    engine_probes.STOP_SPINNING.clear()
+    try:
+        runner = Runner(_model_rungs(tmp_path, "spin-forever", "use"), Case(model=str(tiny_random_dir())),
+                        registry=engine_registry(), rung_timeout=0.5, keep_going=True)
+        report = runner.run()
+        first, second = report.rungs
+        assert first.status is Status.ERROR and "abandoned" in first.summary, first.summary
+        assert second.status is Status.PASS
+        assert runner.resources.builds["hf:model"] == 1, "the next rung loaded a fresh model"
+    finally:
+        engine_probes.STOP_SPINNING.set()
+
+
+def test_a_probe_that_changes_the_shared_model_is_an_error_and_the_next_rung_gets_it_intact(tmp_path):
+    from interface_models import tiny_random_dir
+
+    runner = Runner(_model_rungs(tmp_path, "use", "cast", "use"), Case(model=str(tiny_random_dir())),
+                    registry=engine_registry(), keep_going=True)
+    report = runner.run()
+    before, cast, after = report.rungs
+    assert before.status is Status.PASS and after.status is Status.PASS
+    assert cast.status is Status.ERROR and "dtype torch.float32 -> torch.float16" in cast.summary, cast.summary
+    assert cast.evidence["finding_discarded"].startswith("cast the shared model")
+    assert after.evidence["fingerprint"] == before.evidence["fingerprint"]
+
+
+def test_a_model_that_does_not_load_is_one_finding_and_blocks_the_rest(tmp_path):
+    broken = tmp_path / "model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama", "vocab_size": "many"}')
+    report = Runner(_model_rungs(tmp_path, "use", "use", "use"), Case(model=str(broken)),
+                    registry=engine_registry(), keep_going=True).run()
+    first, *rest = report.rungs
+    assert first.status is Status.ERROR and first.summary.startswith("the model (`model`) could not be loaded: ")
+    assert first.traceback
+    assert [r.status for r in rest] == [Status.BLOCKED, Status.BLOCKED]
+    assert all(r.evidence["blocked_by"] == first.id and first.id in r.summary for r in rest), rest
+    assert exit_status(report) == 3
+
+
+def test_a_harness_that_does_not_import_is_one_finding(tmp_path):
+    import json
+
+    from interface_models import tiny_random_dir
+
+    from ladder.case import load_case
+    from ladder.loader import load_ladder
+
+    harness = write(tmp_path / "harness.py", "import no_such_module_anywhere\n\ndef ask(prompt):\n    return ''\n")
+    keep = ["prompt-format", "special-tokens", "generation-config"]
+    ladder_file = tmp_path / "interface.yaml"
+    ladder_file.write_text(json.dumps({"name": "x", "extends": "llm-checkpoint",
+                                       "disable": [r for r in load_ladder().order if r not in keep]}))
+    case = write(tmp_path / "case.yaml", f"model: {tiny_random_dir()}\nharness: {harness}:ask\n")
+    report = Runner(load_ladder(str(ladder_file)), load_case(case), keep_going=True).run()
+    first, *rest = report.rungs
+    assert first.status is Status.ERROR and "no_such_module_anywhere" in first.summary, first.summary
+    assert [r.status for r in rest] == [Status.BLOCKED] * len(rest), [(r.id, r.summary) for r in rest]
+    assert all(r.evidence["blocked_by"] == first.id for r in rest)

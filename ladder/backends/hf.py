@@ -46,6 +46,9 @@ class HFModel:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from ladder.probes.base import install_forward_cancel_point
+
+        install_forward_cancel_point()
         _quiet_transformers()
         torch.set_num_threads(max(1, torch.get_num_threads()))
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -62,6 +65,22 @@ class HFModel:
     def close(self) -> None:
         self.model = None
         self.tokenizer = None
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a probe must leave as it found it (cheap: no pass over all the weights): dtype, device,
+        train/eval mode, attention implementation, parameter count and a checksum of a few weights."""
+        import torch
+
+        if self.model is None:
+            return {}
+        params = list(self.model.parameters())
+        picked = [params[0], params[len(params) // 2], params[-1]] if params else []
+        with torch.no_grad():
+            sums = [round(float(p.detach().flatten()[:: max(1, p.numel() // 256)].double().sum()), 6) for p in picked]
+        return {"dtype": str(params[0].dtype) if params else None, "device": str(self.device) if params else None,
+                "training": bool(self.model.training),
+                "attention": getattr(self.model.config, "_attn_implementation", None),
+                "parameters": len(params), "weights": sums}
 
     # ---- prompts ------------------------------------------------------------------------
 

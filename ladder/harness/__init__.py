@@ -70,12 +70,15 @@ def harness_run(ctx: "ProbeContext") -> HarnessRun:
     return ctx.resources.get("harness:calls", build)
 
 
-def harness_error_finding(run: HarnessRun) -> "Finding | None":
-    """An `error` finding carrying the harness's own traceback or stderr, when the harness failed."""
+def harness_error_finding(run: HarnessRun, ctx: "ProbeContext | None" = None) -> "Finding | None":
+    """An `error` finding carrying the harness's own traceback or stderr, when the harness failed. Given
+    the probe's `ctx`, only the first rung to find the failure reports it; later ones are blocked by it."""
     from ladder.models import Finding, Status
 
     if run.error is None:
         return None
+    if ctx is not None:
+        ctx.resources.report_failure("harness:calls:base" if run.redirect else "harness:calls")
     error = run.error
     detail = error.get("traceback") or error.get("stderr") or ""
     evidence = {"harness_error": {k: v for k, v in error.items() if k not in ("traceback",)},
@@ -93,7 +96,7 @@ class HarnessProbe(Probe):
 
     def run(self, ctx: "ProbeContext"):
         run = harness_run(ctx)
-        if (problem := harness_error_finding(run)) is not None:
+        if (problem := harness_error_finding(run, ctx)) is not None:
             return problem
         return self.check(ctx, run)
 

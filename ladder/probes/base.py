@@ -59,7 +59,30 @@ class Skipped(ProbeOutcome):
 
 
 class Cancelled(ProbeOutcome):
-    """The user cancelled the rung (TUI) or the run was interrupted."""
+    """The user cancelled the rung (TUI), it timed out, or the run was interrupted."""
+
+
+# the cancel event of the rung running in this thread (set by the runner in each probe's worker thread)
+running_rung = threading.local()
+_forward_hook = None
+
+
+def cancel_point() -> None:
+    """Raise `Cancelled` in a probe's thread once its rung was cancelled or timed out."""
+    event = getattr(running_rung, "cancel_event", None)
+    if event is not None and event.is_set():
+        raise Cancelled("cancelled")
+
+
+def install_forward_cancel_point() -> None:
+    """Make every torch module's forward pass a cancel point (once per process): a probe, or a harness it
+    runs in-process, stops at its next forward pass after its rung timed out or was cancelled."""
+    global _forward_hook
+    if _forward_hook is None:
+        import torch
+
+        _forward_hook = torch.nn.modules.module.register_module_forward_pre_hook(
+            lambda module, args: cancel_point())
 
 
 def skip(reason: str, **evidence: Any) -> None:

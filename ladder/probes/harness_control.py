@@ -63,7 +63,7 @@ class HarnessControl(HarnessProbe):
             return run_harness(case, [p["prompt"] for p in prompts], redirect={case.model: case.base})
 
         base_run = ctx.resources.get("harness:calls:base", build_base_run)
-        if (problem := harness_error_finding(base_run)) is not None:
+        if (problem := harness_error_finding(base_run, ctx)) is not None:
             return problem
         if not any(load.get("redirected_to") for load in base_run.model_loads()):
             skip(f"your harness does not load the model from {case.model} with from_pretrained, so ladder "

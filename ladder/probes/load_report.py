@@ -116,7 +116,7 @@ class LoadReport(Probe):
         run = None
         if ctx.case.harness or ctx.case.harness_cmd or ctx.case.transcript:
             run = harness_run(ctx)
-            if (problem := harness_error_finding(run)) is not None:
+            if (problem := harness_error_finding(run, ctx)) is not None:
                 return problem
         model = hf_model(ctx)
         info = model.loading_info or {}

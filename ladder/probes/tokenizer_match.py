@@ -121,7 +121,7 @@ class TokenizerMatch(Probe):
                     "added_tokens": tokenizer.convert_ids_to_tokens(added), "untrained_rows": untrained}
 
         run = harness_run(ctx) if (ctx.case.harness or ctx.case.harness_cmd) else None
-        if run is not None and (problem := harness_error_finding(run)) is not None:
+        if run is not None and (problem := harness_error_finding(run, ctx)) is not None:
             return problem
         # Which tokenizer belongs to the model? Compare the one in use with one known to belong:
         # the checkpoint's own against the harness's, and the base's against the checkpoint's.

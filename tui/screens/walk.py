@@ -22,7 +22,6 @@ from textual.worker import Worker, WorkerState
 from ladder.case import Case
 from ladder.errors import InputError
 from ladder.events import RungFinished, RungProgress, RungStarted
-from ladder.graph import ancestors
 from ladder.loader import Ladder
 from ladder.models import RungResult, Status
 from ladder.registry import ProbeRegistry
@@ -80,7 +79,6 @@ class WalkScreen(Screen[None]):
         self.cancel_event: threading.Event | None = None
         self.progress: dict[str, tuple[str, float | None]] = {}
         self._progress_dirty = False
-        self._ancestors = {rung.id: ancestors(ladder.rungs, rung.id) for rung in ladder.rungs}
 
     # ---- layout ------------------------------------------------------------------------------
 
@@ -114,16 +112,13 @@ class WalkScreen(Screen[None]):
     # ---- state ---------------------------------------------------------------------------------
 
     def blocker_of(self, rung_id: str) -> str | None:
-        """As `Runner.blocker_of`, from the UI's copy of the results."""
-        return next((before for before in self.ladder.order if before in self._ancestors[rung_id]
-                     and before in self.results and self.results[before].status is Status.FAIL), None)
+        """The runner's answer, from the UI thread's copy of the results."""
+        return self.runner.blocker_of(rung_id, self.results)
 
     def state_of(self, rung_id: str) -> Status | str:
         if rung_id == self.running:
             return RUNNING
-        if rung_id in self.results:
-            return self.results[rung_id].status
-        return Status.BLOCKED if self.blocker_of(rung_id) else Status.NOT_RUN
+        return self.runner.state_of(rung_id, self.results)
 
     def _refresh_states(self) -> None:
         for rung_id in self.ladder.order:
@@ -202,24 +197,19 @@ class WalkScreen(Screen[None]):
 
     # ---- walking -------------------------------------------------------------------------------
 
-    def _walk(self, rung_ids: list[str], *, stop_at_fail: bool, fresh: bool = False) -> None:
-        """Run the rungs in a thread worker; with several, blocked ones stay blocked."""
+    def _walk(self, rung_ids: list[str], *, stop_at_fail: bool) -> None:
+        """Run the rungs in a thread worker: one rung the user chose (confirmed if the discipline objects),
+        or the runner's walk over several, where blocked ones stay blocked."""
         self.busy = self.ladder_list.walking = True
         self.refresh_bindings()
         cancel = self.cancel_event = threading.Event()
         runner = self.runner
 
         def walk() -> None:
-            if fresh:
-                runner.restart_resources()
-            for rung_id in rung_ids:
-                if cancel.is_set():
-                    return
-                if len(rung_ids) > 1 and runner.blocker_of(rung_id):
-                    continue
-                result = runner.run_rung(rung_id, cancel_event=cancel)
-                if stop_at_fail and result.status is Status.FAIL:
-                    return
+            if len(rung_ids) == 1:
+                runner.run_rung(rung_ids[0], cancel_event=cancel)
+            else:
+                runner.walk(rung_ids, stop_at_fail=stop_at_fail, cancel_event=cancel)
 
         self.run_worker(walk, name=f"walk {rung_ids[0]}", group="walk", thread=True, exit_on_error=False)
 
@@ -259,14 +249,13 @@ class WalkScreen(Screen[None]):
             if fixed:
                 if not self._reload_case():
                     return
-                below = self.ladder.order[self.ladder.order.index(rung_id):]
-                self.runner.reset(below)
+                below = self.runner.rerun_from(rung_id)
                 for reset_id in below:
                     self.results.pop(reset_id, None)
                 self._refresh_states()
                 self.notify(f"Reset {len(below)} rung{'s' if len(below) > 1 else ''} from {rung_id} down; "
                             f"re-running {rung_id} with everything reloaded.")
-            self._walk(then_walk or [rung_id], stop_at_fail=then_walk is not None, fresh=fixed)
+            self._walk(then_walk or [rung_id], stop_at_fail=then_walk is not None)
 
         if reason:
             self.app.push_screen(ConfirmScreen(f"Run {rung_id} now?", reason), go)
@@ -294,8 +283,7 @@ class WalkScreen(Screen[None]):
         return self.busy
 
     def _remaining(self) -> list[str]:
-        """Rungs without a verdict yet (never run, or cancelled), in walk order."""
-        return [r for r in self.ladder.order if r not in self.results or self.results[r].status is Status.NOT_RUN]
+        return self.runner.remaining(self.results)
 
     # ---- actions ---------------------------------------------------------------------------------
 
