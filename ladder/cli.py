@@ -123,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     from ladder.errors import InputError
 
+    _terminate_like_ctrl_c()
     try:
         return COMMANDS[args.command](args)
     except InputError as exc:
@@ -132,6 +133,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("ladder: interrupted\n")
         return EXIT_INTERRUPTED
+
+
+def _terminate_like_ctrl_c() -> None:
+    """SIGTERM (a CI job cancelled, `kill`) stops the walk as Ctrl-C does: the reports are still written,
+    marked interrupted, and the exit status is 130."""
+    import signal
+    import threading
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 # ---- commands ------------------------------------------------------------------------------

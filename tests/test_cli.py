@@ -239,7 +239,8 @@ def test_schema_commands_print_json():
         assert json.loads(result.stdout)["type"] == "object"
 
 
-def test_ctrl_c_writes_partial_report_and_exits_130(tmp_path, plugin_site):
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_writes_partial_reports_and_exits_130(tmp_path, plugin_site, signal_name):
     import os
     import signal
     import time
@@ -265,16 +266,19 @@ def test_ctrl_c_writes_partial_report_and_exits_130(tmp_path, plugin_site):
             fix: f
         """)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(plugin_site)}
-    proc = subprocess.Popen([sys.executable, "-m", "ladder", "probe", "--ladder", str(ladder), "--json", "r.json"],
+    proc = subprocess.Popen([sys.executable, "-m", "ladder", "probe", "--ladder", str(ladder), "--json", "r.json",
+                             "--md", "r.md", "--junit", "r.xml"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first_line = proc.stderr.readline()  # the display prints each finished rung to stderr
     assert "quick" in first_line, first_line
     time.sleep(0.5)  # the slow rung is running now
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, signal_name))
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     report = json.loads((tmp_path / "r.json").read_text())
-    assert report["interrupted"] is True
+    assert report["interrupted"] is True and report["complete"] is False
+    assert "**Interrupted:**" in (tmp_path / "r.md").read_text()
+    assert 'name="ladder.interrupted" value="true"' in (tmp_path / "r.xml").read_text()
     assert [(r["id"], r["status"]) for r in report["rungs"]] == [("quick", "pass"), ("slow", "not-run")]
     assert "Traceback" not in err
 

@@ -58,6 +58,9 @@ def to_junit(report: Report) -> str:
                        failures=str(counts["fail"]), errors=str(counts["error"]), skipped=str(skipped),
                        time=f"{sum(r['seconds'] for r in rungs):.3f}")
     properties = ET.SubElement(suite, "properties")
+    ET.SubElement(properties, "property", name="ladder.complete", value=str(bool(data.get("complete"))).lower())
+    if data.get("interrupted"):
+        ET.SubElement(properties, "property", name="ladder.interrupted", value="true")
     for key, value in (data.get("case") or {}).items():
         if key != "prompts":
             ET.SubElement(properties, "property", name=f"case.{key}", value=str(value))
@@ -93,6 +96,8 @@ def _md_cell(text: str) -> str:
 def to_markdown(report: Report) -> str:
     data = report_dict(report)
     lines = [f"## ladder report: `{data.get('ladder')}`", ""]
+    if data.get("interrupted"):
+        lines += ["**Interrupted:** the walk was stopped before it finished; this report is incomplete.", ""]
     culprit = data.get("culprit")
     if culprit:
         lines += [f"**Culprit: `{culprit['rung']}`** — {culprit['summary']}", ""]
