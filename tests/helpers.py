@@ -32,3 +32,13 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "ladder", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def folder_digest(folder: Path) -> dict[str, str]:
+    """sha256 of every file under `folder`, by relative path: compare before and after a run to show that
+    ladder changed nothing of the user's (model, data, run folders)."""
+    import hashlib
+
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}

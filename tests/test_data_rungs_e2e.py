@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from helpers import run_cli, write
+from helpers import folder_digest, run_cli, write
 
 DATA_RUNGS = ("data-count", "label-mask", "data-leak", "config-read")
 EXPECTED_CULPRIT = {
@@ -54,9 +54,11 @@ def test_fixture_case(tmp_path, name):
     from ladder.fixtures import cases
 
     case_dir = cases.build_case(name, dest=tmp_path / name)
+    before = folder_digest(case_dir)
     out = tmp_path / "report.json"
     done = run_cli("probe", str(case_dir / "case.yaml"), "--keep-going", "--json", str(out),
                    "--ladder", str(_data_ladder(tmp_path)), timeout=600)
+    assert folder_digest(case_dir) == before, "a probe wrote into the case's folders"
     assert "Traceback" not in done.stderr, done.stderr
     report = json.loads(out.read_text())
     statuses = {r["id"]: r["status"] for r in report["rungs"]}

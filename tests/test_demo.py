@@ -6,12 +6,8 @@ import json
 
 import pytest
 
-from helpers import run_cli
+from helpers import folder_digest, run_cli
 
-
-
-def _snapshot(folder):
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.parametrize("existing", ["data", "model", "run", "notes.txt"])
@@ -25,11 +21,11 @@ def test_the_demo_never_writes_into_a_folder_of_the_users(tmp_path, existing):
     else:
         target.mkdir(exist_ok=True)
         (target / "keep.txt").write_text("mine")
-    before = _snapshot(project)
+    before = folder_digest(project)
     result = run_cli("demo", "--out", str(project), timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "--out" in result.stderr and "Traceback" not in result.stderr
-    assert _snapshot(project) == before
+    assert folder_digest(project) == before
 
 
 def test_the_demo_refuses_a_file_as_its_folder(tmp_path):
@@ -54,10 +50,16 @@ def test_the_demo_rewrites_a_folder_it_wrote_and_keeps_what_the_user_added(tmp_p
 
 
 @pytest.mark.slow
-def test_keep_going_finds_the_data_half_too(tmp_path):
+def test_keep_going_finds_the_data_half_too_and_changes_nothing_of_the_case(tmp_path):
+    from ladder.demo import prepare_demo
+
     out = tmp_path / "demo"
-    result = run_cli("demo", "--out", str(out), "--keep-going", "--json", str(tmp_path / "r.json"), timeout=1800)
+    prepare_demo(out, progress=None)
+    before = folder_digest(out)
+    result = run_cli("probe", str(out / "case.yaml"), "--keep-going", "--json", str(tmp_path / "r.json"),
+                     timeout=1800)
     assert result.returncode == 1, result.stderr[-3000:]
+    assert folder_digest(out) == before, "a probe wrote into the demo's model, data or run folders"
     assert {"case.yaml", "harness.py", "model", "data", "run"} <= {p.name for p in out.iterdir()}
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["culprit"]["rung"] == "prompt-format"

@@ -191,3 +191,27 @@ def test_a_batched_call_is_read_at_the_row_that_carries_the_prompt():
         assert sent_ids(record, tokenizer, prompt=prompt) == list(rows[index])
     assert prompt_row(record, tokenizer, "not in any row") == 0
     assert prompt_row({"input_ids": [rows[0]]}, tokenizer, "Add 2 and 5.") == 0  # one row: that row
+
+
+def test_http_requests_become_call_records_only_for_completion_endpoints():
+    import json
+
+    from ladder.harness.tap import http_generation_record
+
+    body = json.dumps({"model": "m", "prompt": "What is 2 plus 3?", "max_tokens": 8}).encode()
+    record = http_generation_record("POST", "http://user:pw@127.0.0.1:8000/v1/completions?x=1", body)
+    assert record["http"] == {"url": "http://127.0.0.1:8000/v1/completions", "endpoint": "completions", "model": "m"}
+    assert record["input_text"] == ["What is 2 plus 3?"] and record["tokenize_with_special_tokens"]
+    assert record["generate_kwargs"] == {"max_tokens": 8}
+    tokens = http_generation_record("POST", "http://h/v1/completions", json.dumps({"prompt": [1, 2, 3]}))
+    assert tokens["input_ids"] == [[1, 2, 3]] and tokens["input_text"] is None
+    several = http_generation_record("POST", "http://h/v1/completions", json.dumps({"prompt": ["a", "b"]}))
+    assert several["input_text"] == ["a", "b"]
+    chat = http_generation_record("POST", "http://h/v1/chat/completions/",
+                                  json.dumps({"messages": [{"role": "user", "content": "hi"}], "stop": ["\n"]}))
+    assert chat["http"]["endpoint"] == "chat/completions" and chat["messages"] == [{"role": "user", "content": "hi"}]
+    assert chat["generate_kwargs"] == {"stop": ["\n"]}
+    for method, url, payload in (("GET", "http://h/v1/completions", None), ("POST", "http://h/v1/models", body),
+                                 ("POST", "http://h/v1/completions", b"not json"),
+                                 ("POST", "http://h/v1/completions", b"[1, 2]")):
+        assert http_generation_record(method, url, payload) is None

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from helpers import folder_digest
 from interface_models import rung
 from ladder.fixtures import cases
 
@@ -44,8 +45,10 @@ def test_each_case_is_named_by_its_interface_rung(tmp_path, name, style, culprit
     from ladder.runner import Runner
 
     folder = cases.build_case(name, style=style)
+    before = folder_digest(folder)
     runner = Runner(interface_ladder(tmp_path), load_case(folder / "case.yaml"))
     report = runner.run()
+    assert folder_digest(folder) == before, "a probe wrote into the case's folders"
     found = report.culprit.rung if report.culprit else None
     assert found == culprit, {r.id: (r.status.value, r.summary) for r in report.rungs}
     assert runner.resources.builds["hf:model"] <= 1 and runner.resources.builds["harness:calls"] <= 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import folder_digest
 from ladder.models import Status
 
 INTERNALS = ("numerics", "weights-moved", "memorization", "degeneration", "seam-damage", "attention-collapse")
@@ -48,8 +49,10 @@ def test_founding_case_blocks_the_internals(tmp_path):
     from ladder.loader import load_ladder
     from ladder.runner import Runner
 
-    case = load_case(founding_case(tmp_path))
-    report = Runner(load_ladder(None), case, keep_going=True).run()
+    case_file = founding_case(tmp_path)
+    before = folder_digest(case_file.parent)
+    report = Runner(load_ladder(None), load_case(case_file), keep_going=True).run()
+    assert folder_digest(case_file.parent) == before, "a probe wrote into the case's folders"
     status = {r.id: r.status for r in report.rungs}
     tiers = {r.id: r.tier.value for r in report.rungs}
     assert status["prompt-format"] in (Status.FAIL, Status.BLOCKED)
@@ -83,7 +86,10 @@ def run_on_case(rung_id: str, case_yaml, params: dict | None = None):
             "params": {**shipped.params, **(params or {})}, "why": "w", "fix": "f"}
     ladder_file = case_yaml.parent.parent / f"{rung_id}.yaml"
     ladder_file.write_text(yaml.safe_dump({"name": "one", "rungs": [rung]}))
-    return Runner(load_ladder(ladder_file), load_case(case_yaml), keep_going=True).run().rungs[0]
+    before = folder_digest(case_yaml.parent)
+    result = Runner(load_ladder(ladder_file), load_case(case_yaml), keep_going=True).run().rungs[0]
+    assert folder_digest(case_yaml.parent) == before, f"{rung_id} wrote into the case's folders"
+    return result
 
 
 @pytest.mark.slow

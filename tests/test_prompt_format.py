@@ -112,11 +112,14 @@ def test_a_crashing_harness_is_an_error_with_its_own_traceback_not_a_verdict(tmp
     (tmp_path / "broken.py").write_text("def ask(prompt):\n    return undefined_name + prompt\n", encoding="utf-8")
     report, _ = run_rungs(tmp_path, INTERFACE[:4], model=chat_model_dir("chatml"),
                           harness=f"{tmp_path / 'broken.py'}:ask", prompts=prompts)
+    # one finding, by the first rung that ran the harness; the later ones are blocked by it
+    first, *later = [r for r in report.rungs if r.status.value in ("error", "blocked")]
+    assert first.status.value == "error", first.summary
+    assert "your harness failed" in first.summary and "NameError" in first.summary
+    assert "broken.py" in first.traceback and "undefined_name" in first.traceback
     for rung_id in ("prompt-format", "special-tokens"):
         result = rung(report, rung_id)
-        assert result.status.value == "error", result.summary
-        assert "your harness failed" in result.summary and "NameError" in result.summary
-        assert "broken.py" in result.traceback and "undefined_name" in result.traceback
+        assert result.status.value == "blocked" and result.evidence["blocked_by"] == first.id, result.summary
     assert report.culprit is None
 
 

@@ -61,7 +61,10 @@ def sent_ids(record: dict[str, Any] | None, tokenizer, row: int = 0, prompt: str
     `prompt` when it is given (see `prompt_row`), else `row`.
 
     A transcript may give only text: it is tokenized as it stands (no special tokens
-    added), since it is meant to be exactly what was sent.
+    added), since it is meant to be exactly what was sent. A prompt posted to a server's
+    `/completions` is tokenized as servers do (with the tokenizer's special tokens); messages
+    posted to `/chat/completions` are rendered by the checkpoint's own chat template, which
+    is what the server applies when it serves this checkpoint as it ships.
     """
     if record is None:
         return None
@@ -76,7 +79,12 @@ def sent_ids(record: dict[str, Any] | None, tokenizer, row: int = 0, prompt: str
         return list(ids)
     texts = record.get("input_text")
     if texts:
-        return list(tokenizer(texts[row], add_special_tokens=False)["input_ids"])
+        special = bool(record.get("tokenize_with_special_tokens"))
+        return list(tokenizer(texts[min(row, len(texts) - 1)], add_special_tokens=special)["input_ids"])
+    messages = record.get("messages")
+    if messages and getattr(tokenizer, "chat_template", None):
+        encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
     return None
 
 

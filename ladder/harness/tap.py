@@ -13,6 +13,12 @@ changed.
 gets the base (harness-control runs the base through the exact same harness
 path this way). Tokenizers are never redirected: they are part of the path.
 
+A harness that calls a server is recorded too: every POST to an OpenAI-compatible
+`/completions` or `/chat/completions` endpoint made through `http.client`
+(`urllib`), `urllib3` (`requests`) or `httpx` (the `openai` client) becomes a call record
+with the endpoint, the prompt or messages as sent and the parameters. Headers
+are never read, so API keys are never recorded.
+
 Records are plain JSON-serialisable dicts; docs/transcript.md describes them.
 """
 
@@ -20,13 +26,17 @@ from __future__ import annotations
 
 import copy
 import inspect
+import json
 import os
 import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 # from_pretrained of one class may call another's inside; only the outermost load is recorded.
 # AutoModel* classes end in PreTrainedModel.from_pretrained, which is where models are caught.
 _depth = threading.local()
+# inside urllib3's urlopen, which records the request itself: http.client below it does not record again
+_http_depth = threading.local()
 
 
 def _path_str(value: Any) -> str:
@@ -90,6 +100,7 @@ class Tap:
             self._patch_loader(PreTrainedModel, "model")
             self._patch_loader(PreTrainedTokenizerBase, "tokenizer")
             self._patch_loader(AutoTokenizer, "tokenizer")
+            self._patch_http()
         except BaseException:
             self.restore()
             raise
@@ -234,6 +245,116 @@ class Tap:
             if new_rows is not None:
                 record["output_text"] = [tokenizer.decode(r, skip_special_tokens=False) for r in new_rows]
         return record
+
+
+    # ---- HTTP: a harness that calls a server ------------------------------------------------------------
+
+    def _patch_http(self) -> None:
+        import http.client
+        import importlib.util
+
+        tap = self
+        request = http.client.HTTPConnection.__dict__["request"]
+
+        def patched_request(connection, method, url, body=None, headers=None, **kwargs):
+            if not getattr(_http_depth, "inside", False):  # urllib3 (below) records its own requests
+                scheme = "https" if isinstance(connection, http.client.HTTPSConnection) else "http"
+                tap._http_call(method, f"{scheme}://{connection.host}:{connection.port}{url}"
+                               if url.startswith("/") else url, body)
+            return request(connection, method, url, body, headers if headers is not None else {}, **kwargs)
+
+        self._patch(http.client.HTTPConnection, "request", patched_request)
+        if importlib.util.find_spec("urllib3") is not None:  # requests: urllib3 2 writes requests itself
+            import urllib3.connectionpool
+
+            pool_class = urllib3.connectionpool.HTTPConnectionPool
+            urlopen = pool_class.__dict__["urlopen"]
+
+            def patched_urlopen(pool, method, url, body=None, *args, **kwargs):
+                if not getattr(_http_depth, "inside", False):
+                    target = url if "://" in url else f"{pool.scheme}://{pool.host}:{pool.port}{url}"
+                    tap._http_call(method, target, body)
+                outer = getattr(_http_depth, "inside", False)
+                _http_depth.inside = True
+                try:
+                    return urlopen(pool, method, url, body, *args, **kwargs)
+                finally:
+                    _http_depth.inside = outer
+
+            self._patch(pool_class, "urlopen", patched_urlopen)
+        if importlib.util.find_spec("httpx") is None:
+            return
+        import httpx
+
+        send, send_async = httpx.Client.__dict__["send"], httpx.AsyncClient.__dict__["send"]
+
+        def patched_send(client, request, *args, **kwargs):
+            tap._http_call(request.method, str(request.url), _request_body(request))
+            return send(client, request, *args, **kwargs)
+
+        async def patched_send_async(client, request, *args, **kwargs):
+            tap._http_call(request.method, str(request.url), _request_body(request))
+            return await send_async(client, request, *args, **kwargs)
+
+        self._patch(httpx.Client, "send", patched_send)
+        self._patch(httpx.AsyncClient, "send", patched_send_async)
+
+    def _http_call(self, method: str, url: str, body: Any) -> None:
+        try:
+            record = http_generation_record(method, url, body)
+        except Exception as exc:  # recording must never change what the harness sends
+            record = {"record_error": f"{type(exc).__name__}: {exc}", "http": {"url": url}}
+        if record is not None:
+            self._record("call", {"label": self.label, **record})
+
+
+def _request_body(request) -> bytes | None:
+    try:
+        return request.content
+    except Exception:  # a streamed body: not a JSON completion request
+        return None
+
+
+def http_generation_record(method: str, url: str, body: Any) -> dict[str, Any] | None:
+    """The call record of a POST to an OpenAI-compatible completion endpoint (None for any other request).
+
+    `/completions`: the prompt as sent (`input_text`, or `input_ids` for token prompts), tokenized as a
+    server tokenizes it (`tokenize_with_special_tokens`). `/chat/completions`: the `messages`; the server
+    renders them with its chat template. The other body fields are the parameters (`generate_kwargs`)."""
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    if method.upper() != "POST" or not path.endswith("/completions"):
+        return None
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    if not isinstance(body, (bytes, bytearray)):
+        return None
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    endpoint = "chat/completions" if path.endswith("/chat/completions") else "completions"
+    location = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{path}"  # no credentials
+    record: dict[str, Any] = {
+        "http": {"url": location, "endpoint": endpoint, "model": data.get("model")},
+        "generate_kwargs": jsonable({k: v for k, v in data.items() if k not in ("prompt", "messages", "model")}),
+        "input_ids": None, "input_text": None, "output_ids": None,
+    }
+    if endpoint == "chat/completions":
+        record["messages"] = jsonable(data.get("messages"), max_items=256)
+        return record
+    prompt = data.get("prompt")
+    if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
+        record["input_ids"] = [prompt]
+    elif isinstance(prompt, list) and prompt and all(isinstance(p, list) for p in prompt):
+        record["input_ids"] = prompt
+    else:
+        texts = prompt if isinstance(prompt, list) else [prompt]
+        record["input_text"] = [t for t in texts if isinstance(t, str)]
+        record["tokenize_with_special_tokens"] = True
+    return record
 
 
 def _adapters_loaded(model) -> bool:

@@ -211,8 +211,9 @@ def attention_comparison(model, batch) -> dict[str, Any] | None:
     finally:
         try:
             model.set_attn_implementation(original)
-        except Exception:
-            pass
+        except Exception as exc:  # never leave the shared model on another implementation, silently
+            raise RuntimeError(f"could not restore the attention implementation {original!r} "
+                               f"after comparing eager and sdpa: {type(exc).__name__}: {exc}") from exc
     mask = batch.attention_mask.bool()
     difference = float((logits["eager"] - logits["sdpa"]).abs()[mask].max().item())
     return {"kl_eager_sdpa": mean_kl(logits["eager"], logits["sdpa"], mask),

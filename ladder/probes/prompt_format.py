@@ -81,7 +81,8 @@ class PromptFormat(HarnessProbe):
         asked = harness_prompts(run, probe_prompts(ctx.case))[: params.max_prompts]
         sent = [sent_ids(run.sent(i), tokenizer, prompt=asked[i]["prompt"]) for i in range(len(asked))]
         if not any(ids for ids in sent):
-            skip("the tap saw no generate() call from your harness (it may call a server or decode by hand): "
+            skip("the tap saw no generate() call and no request to an OpenAI-compatible completions endpoint "
+                 "from your harness (it may decode by hand, or reach its server another way): "
                  "give what it sends and receives as --transcript F.jsonl")
         analysis = template_analysis(ctx, model)
         texts = [tokenizer.decode(ids, skip_special_tokens=False) if ids else None for ids in sent]
@@ -102,9 +103,15 @@ class PromptFormat(HarnessProbe):
                     "format_detail": kinds[rows[0]].detail, "template": template_info,
                     "identical_to_template": sum(h == t for h, t in zip(harness_ids, template_ids)),
                     "prompts": len(rows), "harness_form": run.form}
+        served = (run.sent(rows[0]) or {}).get("http")
+        if served:
+            evidence["served"] = served
         if all(kinds[i].kind == "template" for i in rows):
-            return passed(f"your harness sends prompts through the model's chat template "
-                          f"({len(rows)}/{len(rows)} prompts)",
+            how = (f"your harness posts the messages to {served['url']}, where the server applies its chat "
+                   "template (compared here as the checkpoint's own; the server's rendering itself is not checked)"
+                   if served and served.get("endpoint") == "chat/completions"
+                   else "your harness sends prompts through the model's chat template")
+            return passed(f"{how} ({len(rows)}/{len(rows)} prompts)",
                           side_by_side={"prompt": user_texts[0], "harness_sent": texts[rows[0]],
                                         "template_sends": tokenizer.decode(template_ids[0])}, **evidence)
 

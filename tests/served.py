@@ -1,0 +1,132 @@
+"""A real OpenAI-compatible server for the tests: `transformers serve` on a free loopback port.
+
+`serve(model_dir)` starts it serving one local folder (offline), waits for `/health` (bounded), and stops
+it by its process group when the block ends. Harness files that call it are written as users write them:
+`urllib` (the standard library) or `requests`, posting to `/v1/completions` or `/v1/chat/completions`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+STARTUP_TIMEOUT_S = 120
+
+
+@dataclass
+class Server:
+    url: str  # http://127.0.0.1:PORT/v1
+    model: str  # the name requests must give (transformers serve: the folder's path)
+    log: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(model_dir: Path, log_dir: Path):
+    """`transformers serve MODEL` on 127.0.0.1 until the block ends."""
+    executable = shutil.which("transformers") or str(Path(sys.executable).with_name("transformers"))
+    port = _free_port()
+    log = log_dir / f"serve-{port}.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+    with open(log, "w") as out:
+        process = subprocess.Popen([executable, "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
+                                    "--device", "cpu", "--dtype", "float32"],
+                                   stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"transformers serve exited with {process.returncode}: {log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"transformers serve not healthy after {STARTUP_TIMEOUT_S} s: "
+                                       f"{log.read_text()[-2000:]}") from None
+                time.sleep(0.5)
+        yield Server(url=f"http://127.0.0.1:{port}/v1", model=str(model_dir), log=log)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+URLLIB_HARNESS = '''
+"""An eval harness that calls the served model over HTTP with the standard library."""
+import json
+import urllib.request
+
+URL, MODEL = {url!r}, {model!r}
+
+
+def _post(path, body):
+    request = urllib.request.Request(URL + path, data=json.dumps(body).encode(),
+                                     headers={{"Content-Type": "application/json", "Authorization": "Bearer sk-test-secret-0123456789"}})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.loads(response.read())
+
+
+def ask(prompt):
+    if {endpoint!r} == "chat":
+        reply = _post("/chat/completions", {{"model": MODEL, "messages": [{{"role": "user", "content": prompt}}],
+                                             "max_tokens": 16, "temperature": 0}})
+        return reply["choices"][0]["message"]["content"]
+    reply = _post("/completions", {{"model": MODEL, "prompt": prompt, "max_tokens": 16, "temperature": 0}})
+    return reply["choices"][0]["text"]
+'''
+
+REQUESTS_SCRIPT = '''
+"""The same over `requests`, as a command: python ask.py PROMPT prints the reply."""
+import sys
+
+import requests
+
+URL, MODEL = {url!r}, {model!r}
+body = {{"model": MODEL, "prompt": sys.argv[1], "max_tokens": 16, "temperature": 0}}
+print(requests.post(URL + "/completions", json=body, timeout=120).json()["choices"][0]["text"])
+'''
+
+
+def write_http_harness(folder: Path, server: Server, endpoint: str) -> str:
+    """A `file.py:ask` harness posting raw text to /completions (`endpoint="completions"`) or messages to
+    /chat/completions (`"chat"`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "harness.py"
+    path.write_text(URLLIB_HARNESS.format(url=server.url, model=server.model, endpoint=endpoint).lstrip(),
+                    encoding="utf-8")
+    return f"{path}:ask"
+
+
+def write_requests_command(folder: Path, server: Server) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "ask.py"
+    path.write_text(REQUESTS_SCRIPT.format(url=server.url, model=server.model).lstrip(), encoding="utf-8")
+    return f"{sys.executable} {path} {{prompt}}"
+
+
+def complete(server: Server, prompt: str) -> dict:
+    request = urllib.request.Request(server.url + "/completions", headers={"Content-Type": "application/json"},
+                                     data=json.dumps({"model": server.model, "prompt": prompt, "max_tokens": 8,
+                                                      "temperature": 0}).encode())
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.loads(response.read())

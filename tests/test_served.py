@@ -1,0 +1,68 @@
+"""Harnesses that call a real server (`transformers serve` on loopback): the tap records their HTTP requests
+as it records generate calls, so the founding case over HTTP (raw text posted to /v1/completions) is found
+without a transcript, and the healthy twin (messages posted to /v1/chat/completions) gets no culprit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from interface_models import chat_model_dir, run_rungs
+from served import complete, serve, write_http_harness, write_requests_command
+
+pytestmark = pytest.mark.slow
+
+INTERFACE = ["load-report", "tokenizer-match", "prompt-format", "special-tokens", "generation-config",
+             "batch-consistency"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with serve(chat_model_dir("chatml"), tmp_path_factory.mktemp("serve")) as running:
+        yield running
+
+
+def _verdicts(report):
+    return {r.id: (r.status.value, r.summary) for r in report.rungs}
+
+
+def test_the_server_is_real_and_serves_the_fixture_model(server):
+    reply = complete(server, "<|im_start|>user\nWhat is 2 plus 3?<|im_end|>\n<|im_start|>assistant\n")
+    assert reply["choices"][0]["text"].strip().startswith("5"), reply
+
+
+def test_raw_text_posted_to_completions_is_the_founding_case_over_http(tmp_path, server):
+    harness = write_http_harness(tmp_path, server, "completions")
+    report, _ = run_rungs(tmp_path, INTERFACE, model=chat_model_dir("chatml"), harness=harness)
+    assert report.culprit is not None and report.culprit.rung == "prompt-format", _verdicts(report)
+    result = next(r for r in report.rungs if r.id == "prompt-format")
+    assert result.evidence["harness_format"] == "raw"
+    assert result.evidence["served"]["endpoint"] == "completions"
+    assert result.evidence["served"]["url"] == server.url + "/completions"
+    sides = result.evidence["side_by_side"]
+    assert sides["harness_sent"].strip() == sides["prompt"] and "<|im_start|>" in sides["template_sends"]
+    from ladder.harness.run import run_function
+
+    calls = run_function(harness, ["What is 2 plus 3?", "Say hello."]).calls
+    assert [call["generate"][0]["input_text"] for call in calls] == [["What is 2 plus 3?"], ["Say hello."]]
+    assert all(call["generate"][0]["http"]["endpoint"] == "completions" for call in calls)
+    assert calls[0]["generate"][0]["generate_kwargs"] == {"max_tokens": 16, "temperature": 0}
+    assert "sk-test-secret" not in json.dumps(calls), "headers (API keys) are never recorded"
+
+
+def test_messages_posted_to_chat_completions_get_no_culprit(tmp_path, server):
+    harness = write_http_harness(tmp_path, server, "chat")
+    report, _ = run_rungs(tmp_path, INTERFACE, model=chat_model_dir("chatml"), harness=harness)
+    assert report.culprit is None, _verdicts(report)
+    result = next(r for r in report.rungs if r.id == "prompt-format")
+    assert result.status.value == "pass" and "/v1/chat/completions" in result.summary, result.summary
+    assert not [r.id for r in report.rungs if r.status.value == "error"], _verdicts(report)
+
+
+def test_a_command_that_posts_with_requests_is_recorded_too(tmp_path, server):
+    command = write_requests_command(tmp_path, server)
+    report, _ = run_rungs(tmp_path, ["prompt-format"], model=chat_model_dir("chatml"), harness_cmd=command)
+    result = next(r for r in report.rungs if r.id == "prompt-format")
+    assert result.status.value == "fail" and result.evidence["harness_format"] == "raw", result.summary
+    assert result.evidence["harness_form"] == "command"
