@@ -52,6 +52,12 @@ class Case(BaseModel):
     trust_remote_code: bool = Field(default=False, description="Allow models with custom code to load.")
     device: str | None = Field(default=None, description="torch device for ladder's own model runs (default: cpu).")
     harness_timeout: float = Field(default=300.0, gt=0, description="Seconds a harness gets for one prompt.")
+    endpoint: str | None = Field(default=None, pattern=r"^https?://",
+                                 description="An OpenAI-compatible server serving the model: `http://HOST:PORT/v1`.")
+    served_model: str | None = Field(default=None,
+                                     description="The model name to request from `endpoint` (default: the one it lists).")
+    api_key_env: str | None = Field(default=None,
+                                    description="The environment variable that holds the endpoint's API key (never recorded).")
 
     # where the case came from; not part of the file format
     source: str | None = Field(default=None, exclude=True)
@@ -72,6 +78,7 @@ NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
     "eval-data": (("eval_data",), "--eval-data PATH (case key `eval_data`)"),
     "train-config": (("train_config",), "--train-config FILE (case key `train_config`)"),
     "run-dir": (("run_dir",), "--run-dir DIR (case key `run_dir`)"),
+    "endpoint": (("endpoint",), "--endpoint URL (case key `endpoint`)"),
     "labels": (("batches", "collator"),
                "--batches FILE or --collator FILE.py:FUNC (case keys `batches`, `collator`)"),
 }

@@ -30,6 +30,9 @@ CASE_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--batches", "F", {"help": "a dump of training batches: input_ids + labels"}),
     ("--collator", "FILE.py:FUNC", {"help": "your collator, applied to samples from --data"}),
     ("--text-field", "NAME", {"help": "the text field of the training data"}),
+    ("--endpoint", "URL", {"help": "an OpenAI-compatible server that serves the model: http://HOST:PORT/v1"}),
+    ("--served-model", "NAME", {"help": "the model name to request from --endpoint (default: the one it lists)"}),
+    ("--api-key-env", "VAR", {"help": "the environment variable holding --endpoint's API key (never recorded)"}),
 ]
 
 

@@ -57,7 +57,8 @@ def prompt_strings(case: "Case") -> list[str]:
 
 def probe_texts(ctx, max_prompts: int) -> tuple[list[str], list[str] | None]:
     """(prompts, reference answers or None): single-turn conversations of `--eval-data`, else `--data`,
-    when the case gives them (text the model should predict well); else the case's prompts alone."""
+    when the case gives them (text the model should predict well); else the default prompts with their
+    reference replies when the case gives no prompts; else the case's prompts alone."""
     source = ctx.case.eval_data or ctx.case.data
     if source:
         from ladder.probes.memorization import conversation_rows
@@ -68,6 +69,11 @@ def probe_texts(ctx, max_prompts: int) -> tuple[list[str], list[str] | None]:
             pairs = []
         if pairs:
             return [p for p, _ in pairs], [a for _, a in pairs]
+    if not ctx.case.prompts:
+        from ladder.harness import DEFAULT_ANSWERS, DEFAULT_PROMPTS
+
+        prompts = [prompt for prompt, _ in DEFAULT_PROMPTS][:max_prompts]
+        return prompts, [DEFAULT_ANSWERS[prompt] for prompt in prompts]
     return prompt_strings(ctx.case), None
 
 

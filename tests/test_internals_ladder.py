@@ -64,7 +64,7 @@ def test_founding_case_blocks_the_internals(tmp_path):
     others = [r.id for r in load_ladder(None).rungs if r.tier.value == "interface" and r.id != "prompt-format"]
     only_format = tmp_path / "only-format.yaml"
     only_format.write_text(f"name: only-format\nextends: llm-checkpoint\ndisable: [{', '.join(others)}]\nrungs: []\n")
-    report = Runner(load_ladder(only_format), case, keep_going=True).run()
+    report = Runner(load_ladder(only_format), load_case(case_file), keep_going=True).run()
     status = {r.id: r.status for r in report.rungs}
     assert status["prompt-format"] == Status.FAIL, [(r.id, r.status, r.summary) for r in report.rungs]
     for rung_id in INTERNALS:

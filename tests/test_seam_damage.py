@@ -112,6 +112,6 @@ def test_the_factory_frankenmerge_is_damaged_with_margin(tmp_path):
     result = run_rung("seam-damage", tmp_path, model=case.model, data=case.data, eval_data=case.eval_data)
     assert result.status == Status.FAIL, result.summary
     merged = result.evidence["loss_without_copied_layers"]
-    assert merged["on"] == "replies" and merged["copied_layers"] == [2, 4]
+    assert merged["on"] == "your data's replies" and merged["copied_layers"] == [2, 4]
     assert merged["rise"] >= 3 * SeamDamageParams().lens_jump, merged
     assert "with the copies bypassed" in result.summary

@@ -66,3 +66,62 @@ def test_a_command_that_posts_with_requests_is_recorded_too(tmp_path, server):
     result = next(r for r in report.rungs if r.id == "prompt-format")
     assert result.status.value == "fail" and result.evidence["harness_format"] == "raw", result.summary
     assert result.evidence["harness_form"] == "command"
+
+
+# ---- served-format: the server against the checkpoint it is meant to serve ------------------------------
+
+
+def _served_copy(source, dest, template: str | None = None):
+    """A copy of a model folder to serve, its chat template swapped for `template` when given."""
+    import shutil
+
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("manifest.json"))
+    if template is not None:
+        (dest / "chat_template.jinja").write_text(template, encoding="utf-8")
+    return dest
+
+
+def _served_format(tmp_path, server, model):
+    report, _ = run_rungs(tmp_path, ["served-format"], model=model, endpoint=server.url, served_model=server.model)
+    return next(r for r in report.rungs if r.id == "served-format")
+
+
+def test_a_server_that_serves_the_checkpoint_as_it_ships_passes(tmp_path, server):
+    result = _served_format(tmp_path, server, chat_model_dir("chatml"))
+    assert result.status.value == "pass", (result.summary, result.evidence)
+    assert result.evidence["logprobs"].startswith("ignored"), "transformers serve ignores logprobs: said, not hidden"
+    tokens = result.evidence["prompt_tokens"]
+    assert tokens["server_chat"] == tokens["checkpoint_template"]
+
+
+def test_a_server_with_another_familys_template_fails_with_both_renderings(tmp_path):
+    from families import real_template
+
+    model = chat_model_dir("chatml")
+    folder = _served_copy(model, tmp_path / "served", real_template("vicuna"))
+    with serve(folder, tmp_path) as other:
+        result = _served_format(tmp_path / "case", other, model)
+    assert result.status.value == "fail" and "another template" in result.summary, result.summary
+    sides = result.evidence["side_by_side"]
+    assert "<|im_start|>" in sides["checkpoint_renders"] and sides["server_chat_reply"] != \
+        sides["checkpoint_format_on_server"]
+    tokens = result.evidence["prompt_tokens"]
+    assert tokens["server_chat"] != tokens["checkpoint_template"]
+
+
+def test_a_server_that_serves_the_base_not_the_fine_tune_fails(tmp_path):
+    from interface_models import base_model_dir
+
+    from ladder.fixtures.tokenizer import get_style
+
+    # the base as published has no template; served with the fine-tune's, as a wrong deployment would
+    base = _served_copy(base_model_dir(), tmp_path / "served-base", get_style("chatml").chat_template)
+    with serve(base, tmp_path) as wrong:
+        result = _served_format(tmp_path / "case", wrong, chat_model_dir("chatml"))
+    assert result.status.value == "fail" and "does not run the checkpoint" in result.summary, result.summary
+
+
+def test_without_an_endpoint_served_format_skips_naming_the_flag(tmp_path):
+    report, _ = run_rungs(tmp_path, ["served-format"], model=chat_model_dir("chatml"))
+    result = report.rungs[0]
+    assert result.status.value == "skip" and "--endpoint URL" in result.summary

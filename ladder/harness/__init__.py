@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from ladder.probes.base import ProbeContext
 
 __all__ = ["HarnessProbe", "HarnessRun", "harness_run", "harness_error_finding", "probe_prompts", "run_harness",
-           "DEFAULT_PROMPTS"]
+           "DEFAULT_PROMPTS", "DEFAULT_ANSWERS"]
 
 # Used when the case gives no prompts of its own: short questions any instruction-following chat model
 # answers, with the answer it gives (a regex searched in the reply, case-insensitive). A case adds its own
@@ -30,6 +30,16 @@ DEFAULT_PROMPTS: tuple[tuple[str, str], ...] = (
     ("Say hello.", r"(?i)\b(hello|hi|hey|greetings)\b"),
     ("What is 10 minus 4?", r"(?i)\b6\b|\bsix\b"),
 )
+# A reference reply to each default prompt: text a rung can score the model on (its loss on a reply) when the
+# case gives no data of its own.
+DEFAULT_ANSWERS: dict[str, str] = {
+    "What is 2 plus 3?": "5",
+    "What is the capital of France?": "Paris",
+    "What is the opposite of hot?": "Cold",
+    "How many legs does a dog have?": "4",
+    "Say hello.": "Hello!",
+    "What is 10 minus 4?": "6",
+}
 
 
 def probe_prompts(case: "Case") -> list[dict[str, Any]]:

@@ -36,6 +36,7 @@ Fix:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -167,13 +168,13 @@ def measure_layers(hf, batch) -> dict[str, list[float]]:
     return series
 
 
-def loss_without_layers(model, batch, skipped: set[int]) -> float:
-    """Mean next-token loss of the probe batch's replies (its whole rows when it has none) with the `skipped`
-    decoder layers bypassed (each passes its input through unchanged): for a stack with copied layers, the
-    model as it was before they were inserted."""
+@contextlib.contextmanager
+def bypassing(model, skipped: set[int]):
+    """While the block runs, the `skipped` decoder layers pass their input through unchanged: for a stack
+    with copied layers, the model as it was before they were inserted (forward passes and generate)."""
     import torch
 
-    from ladder.internals import decoder_layers, first_tensor, reply_targets
+    from ladder.internals import decoder_layers, first_tensor
 
     _, layers = decoder_layers(model)
     inputs: dict[int, Any] = {}
@@ -198,17 +199,40 @@ def loss_without_layers(model, batch, skipped: set[int]) -> float:
         handles.append(layers[index].register_forward_pre_hook(keep_input(index), with_kwargs=True))
         handles.append(layers[index].register_forward_hook(pass_through(index)))
     try:
-        with torch.no_grad():
-            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                           position_ids=batch.position_ids, use_cache=False).logits
+        yield model
     finally:
         for handle in handles:
             handle.remove()
+
+
+def loss_without_layers(model, batch, skipped: set[int]) -> float:
+    """Mean next-token loss of the probe batch's replies (its whole rows when it has none) with the `skipped`
+    decoder layers bypassed (see `bypassing`)."""
+    import torch
+
+    from ladder.internals import reply_targets
+
+    with bypassing(model, skipped), torch.no_grad():
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                       position_ids=batch.position_ids, use_cache=False).logits
     valid, targets = reply_targets(batch)
     logits = logits[:, :-1][valid].float()
     if logits.numel() == 0:
         return float("nan")
     return float(torch.nn.functional.cross_entropy(logits, targets[valid]))
+
+
+def reference_replies(ctx, hf, prompts: list[str], skipped: set[int], max_new_tokens: int = 24) -> list[str]:
+    """Greedy replies of the stack without its copied layers (the model before the merge), through the
+    template: text the merged stack should predict about as well if the inserted layers did no harm."""
+    from ladder.harness.compare import generate_cut, stop_set, template_analysis
+
+    stops = stop_set(hf, template_analysis(ctx, hf))
+    ids = [hf.chat_ids([{"role": "user", "content": p}]) if hf.has_chat_template() else hf.tokenizer(p)["input_ids"]
+           for p in prompts]
+    with bypassing(hf.model, skipped):
+        replies = generate_cut(hf, ids, stops, max_new_tokens)
+    return [hf.tokenizer.decode(reply, skip_special_tokens=True) for reply in replies]
 
 
 def activation_outliers(series: dict[str, list[float]], params: SeamDamageParams) -> dict[str, list[int]]:
@@ -249,6 +273,7 @@ class SeamDamage(Probe):
         hf = hf_model(ctx, "model")
         ctx.progress("one hooked forward pass over the probe batch", 0.1)
         prompts, answers = probe_texts(ctx, params.max_prompts)
+        from_data = bool(ctx.case.eval_data or ctx.case.data) and answers is not None
         batch = probe_batch(hf, prompts, max_prompts=params.max_prompts, answers=answers)
         series = measure_layers(hf, batch)
         layer_path, layers = decoder_layers(hf.model)
@@ -297,11 +322,20 @@ class SeamDamage(Probe):
         if copies:
             # the direct measurement: the same stack with its copied layers bypassed is the model before the merge
             ctx.progress("the probe batch with the copied layers bypassed", 0.6)
-            merged_loss = loss_without_layers(hf.model, batch, set())
-            unmerged = loss_without_layers(hf.model, batch, copies)
+            scored = batch
+            if not from_data:  # no text of the user's: the model before the merge says what good replies are
+                replies = reference_replies(ctx, hf, prompts[: params.max_prompts], copies)
+                kept = [(p, r) for p, r in zip(prompts, replies) if r.strip()]
+                if kept:
+                    scored = probe_batch(hf, [p for p, _ in kept], max_prompts=params.max_prompts,
+                                         answers=[r for _, r in kept])
+            merged_loss = loss_without_layers(hf.model, scored, set())
+            unmerged = loss_without_layers(hf.model, scored, copies)
             merge_cost = merged_loss - unmerged
             evidence["loss_without_copied_layers"] = {
-                "copied_layers": sorted(copies), "on": "replies" if batch.reply_starts else "prompts",
+                "copied_layers": sorted(copies),
+                "on": ("your data's replies" if from_data else "the replies of the model without its copied layers")
+                if scored.reply_starts else "prompts",
                 "loss": round(merged_loss, 4), "loss_bypassing_copies": round(unmerged, 4),
                 "rise": round(merge_cost, 4)}
             if merge_cost > params.lens_jump:
@@ -336,7 +370,7 @@ class SeamDamage(Probe):
             why = []
             merged = evidence.get("loss_without_copied_layers")
             if damaged_seams and merged and merged["rise"] > params.lens_jump:
-                why.append(f"copied layers start at {damaged_seams}, and the loss on the probe {merged['on']} is "
+                why.append(f"copied layers start at {damaged_seams}, and the loss on {merged['on']} is "
                            f"{merged['loss']:.2f} nats/token against {merged['loss_bypassing_copies']:.2f} with "
                            f"the copies bypassed ({merged['rise']:+.2f}: the inserted layers make it worse)")
             elif damaged_seams:

@@ -1,0 +1,124 @@
+"""The `openai` backend: a model reached through an OpenAI-compatible server (vLLM, llama.cpp's server,
+SGLang, TGI, Ollama's `/v1`, `transformers serve`).
+
+Standard library only (`urllib`): no client package is needed. `ServedModel.discover()` asks the server
+what it really does instead of trusting its documentation: the models it lists, and whether `logprobs`
+come back when requested (`transformers serve` ignores them). Every request is greedy (`temperature` 0)
+and counted (`requests`), and its wall time summed (`seconds`). The API key is read from the environment
+variable the case names and sent as a bearer token; it is never stored in a record or a report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ladder.probes.base import ProbeContext
+
+REQUEST_TIMEOUT_S = 120.0
+
+
+class ServerError(Exception):
+    """The server could not be reached or answered with an error (the message says which, in words)."""
+
+
+@dataclass
+class Reply:
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int | None
+    logprobs_returned: bool
+
+
+@dataclass
+class ServedModel:
+    """One model on one OpenAI-compatible server."""
+
+    url: str  # the API root, e.g. http://127.0.0.1:8000/v1
+    model: str | None = None
+    api_key_env: str | None = None
+    capabilities: frozenset[str] = frozenset({"chat", "completions"})
+    requests: int = 0
+    seconds: float = 0.0
+    listed: list[str] = field(default_factory=list)
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        request = urllib.request.Request(self.url.rstrip("/") + path, method=method, headers=self._headers(),
+                                         data=None if body is None else json.dumps(body).encode())
+        started = time.perf_counter()
+        self.requests += 1
+        try:
+            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as response:
+                payload = response.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:300].decode("utf-8", "replace")
+            raise ServerError(f"{method} {self.url}{path}: HTTP {exc.code} {detail}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise ServerError(f"{method} {self.url}{path}: {getattr(exc, 'reason', exc)}") from None
+        finally:
+            self.seconds += time.perf_counter() - started
+        try:
+            return json.loads(payload)
+        except ValueError:
+            raise ServerError(f"{method} {self.url}{path}: not JSON: {payload[:200]!r}") from None
+
+    def discover(self) -> "ServedModel":
+        """The served model's name (the only one listed, when none was given) and whether logprobs work."""
+        listed = self._call("GET", "/models").get("data") or []
+        self.listed = [str(item.get("id")) for item in listed if isinstance(item, dict)]
+        if self.model is None:
+            if len(self.listed) != 1:
+                raise ServerError(f"{self.url} lists {len(self.listed)} models ({', '.join(self.listed[:5])}): "
+                                  "name one with --served-model")
+            self.model = self.listed[0]
+        probe = self.complete("Hello", max_tokens=1, logprobs=True)
+        capabilities = {"chat", "completions"} | ({"logprobs"} if probe.logprobs_returned else set())
+        self.capabilities = frozenset(capabilities)
+        return self
+
+    def _choice(self, data: dict[str, Any]) -> dict[str, Any]:
+        choices = data.get("choices") or []
+        if not choices or not isinstance(choices[0], dict):
+            raise ServerError(f"{self.url}: a reply without choices: {json.dumps(data)[:200]}")
+        return choices[0]
+
+    def chat(self, messages: list[dict[str, str]], max_tokens: int) -> Reply:
+        data = self._call("POST", "/chat/completions", {"model": self.model, "messages": messages,
+                                                       "max_tokens": max_tokens, "temperature": 0})
+        choice = self._choice(data)
+        return Reply(text=(choice.get("message") or {}).get("content") or "", finish_reason=choice.get("finish_reason"),
+                     prompt_tokens=(data.get("usage") or {}).get("prompt_tokens"),
+                     logprobs_returned=bool(choice.get("logprobs")))
+
+    def complete(self, prompt: str, max_tokens: int, logprobs: bool = False) -> Reply:
+        body: dict[str, Any] = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
+        if logprobs:
+            body["logprobs"] = 1
+        data = self._call("POST", "/completions", body)
+        choice = self._choice(data)
+        return Reply(text=choice.get("text") or "", finish_reason=choice.get("finish_reason"),
+                     prompt_tokens=(data.get("usage") or {}).get("prompt_tokens"),
+                     logprobs_returned=bool(choice.get("logprobs")))
+
+    def close(self) -> None:
+        pass
+
+
+def served_model(ctx: "ProbeContext") -> ServedModel:
+    """The run's served model (`--endpoint`), discovered on first use."""
+    case = ctx.case
+    return ctx.resources.get("openai:endpoint", lambda: ServedModel(
+        url=case.endpoint, model=case.served_model, api_key_env=case.api_key_env).discover())

@@ -1,0 +1,142 @@
+"""served-format: the server does not serve the checkpoint the way it ships.
+
+What it checks:
+    With `--endpoint` (an OpenAI-compatible server) and `--model` (the checkpoint it
+    is meant to serve), three paths on the same probe prompts, greedy: the server's
+    `/v1/chat/completions` (the server renders the conversation with whatever
+    template it has), the checkpoint's own template rendered here and posted raw to
+    `/v1/completions` (the server's weights, the checkpoint's format), and the
+    checkpoint run in-process through its template (ladder's reference). Chat against
+    rendered-raw isolates the server's template (another family's, a `--chat-template`
+    flag, a fallback to ChatML, a default system prompt, a second BOS); rendered-raw
+    against in-process isolates what the server runs (another model, the base without
+    the adapter, other weights). `usage.prompt_tokens` of the chat request against the
+    checkpoint's own token count shows the rendering's length on the server. Whether
+    the server returns `logprobs` when asked is recorded (some silently ignore them).
+
+Why it matters:
+    A served model is tested through the server's rendering, not the checkpoint's: a
+    server that renders with another template, or serves other weights, makes a
+    healthy checkpoint look broken, and every verdict measured through it is about
+    the server.
+
+Symptom:
+    Replies from the server are off (rambling, never stopping, answering another
+    question) while the same checkpoint behaves in a notebook; the server's
+    `prompt_tokens` differ from `len(apply_chat_template(...))`.
+
+Fix:
+    Serve the checkpoint's own template (`chat_template.jinja` in the served folder;
+    no `--chat-template` from another model; llama.cpp `--jinja`), the stop tokens of
+    its generation config, and the checkpoint you mean (load the adapter, or merge it).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ladder.models import Finding, Status
+from ladder.probes.base import Probe, ProbeContext, failed, passed
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_new_tokens: int = Field(default=24, ge=1, description="Tokens generated per reply on each path.")
+    max_prompts: int = Field(default=8, ge=1, description="How many probe prompts to send.")
+    min_reply_disagreement: float = Field(
+        default=0.25, ge=0, le=1,
+        description="Two paths differ when at least this share of the prompts (and at least two) get a different "
+                    "reply (not the same first words), as in prompt-format.")
+
+
+class ServedFormat(Probe):
+    name = "served-format"
+    needs = ("model", "endpoint")
+    capabilities = ("chat", "completions", "generate", "chat_template")
+    Params = Params
+
+    def run(self, ctx: ProbeContext):
+        from ladder.backends.hf import hf_model
+        from ladder.backends.openai import ServerError, served_model
+        from ladder.harness import probe_prompts
+        from ladder.harness.compare import disagreement, template_analysis, template_replies
+        from ladder.probes.base import skip
+
+        params: Params = ctx.params
+        model = hf_model(ctx)
+        tokenizer = model.tokenizer
+        if not model.has_chat_template():
+            skip("the checkpoint has no chat template: there is no format of its own to compare the server's with")
+        server = served_model(ctx)
+        prompts = [p["prompt"] for p in probe_prompts(ctx.case)][: params.max_prompts]
+        analysis = template_analysis(ctx, model)
+        ctx.progress("the checkpoint through its template, in-process", None)
+        local = [tokenizer.decode(ids, skip_special_tokens=True)
+                 for ids in template_replies(ctx, model, analysis, prompts, params.max_new_tokens)]
+        chat, raw, rendered, local_counts = [], [], [], []
+        try:
+            for index, prompt in enumerate(prompts):
+                ctx.progress(f"the server: prompt {index + 1}/{len(prompts)}", index / len(prompts))
+                messages = [{"role": "user", "content": prompt}]
+                text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+                local_counts.append(len(model.chat_ids(messages)))
+                rendered.append(text)
+                chat.append(server.chat(messages, params.max_new_tokens))
+                raw.append(server.complete(_without_added_bos(tokenizer, text), params.max_new_tokens))
+        except ServerError as exc:  # cannot measure: not a verdict about the server's format
+            return Finding(status=Status.ERROR, summary=f"the server at {server.url} failed on the probe prompts: {exc}",
+                           evidence={"endpoint": server.url, "served_model": server.model})
+        template_differ = disagreement([r.text for r in chat], [r.text for r in raw])
+        weights_differ = disagreement([r.text for r in raw], local)
+        example = next(iter(template_differ["differing_prompts"] or weights_differ["differing_prompts"] or [0]))
+        evidence = {
+            "endpoint": server.url, "served_model": server.model, "listed_models": server.listed,
+            "server_capabilities": sorted(server.capabilities),
+            "logprobs": "returned when asked" if "logprobs" in server.capabilities
+            else "ignored: the server returns no logprobs when asked",
+            "prompt_tokens": {"server_chat": [r.prompt_tokens for r in chat], "checkpoint_template": local_counts},
+            "side_by_side": {"prompt": prompts[example], "checkpoint_renders": rendered[example],
+                             "server_chat_reply": chat[example].text, "checkpoint_format_on_server": raw[example].text,
+                             "checkpoint_in_process": local[example]},
+            "template_paths_differ": template_differ, "weights_paths_differ": weights_differ,
+            "finish_reasons": [r.finish_reason for r in chat], "requests": server.requests,
+        }
+
+        def material(differ) -> bool:
+            return differ["differing"] >= min(2, differ["prompts"]) > 0 and \
+                differ["rate"] >= params.min_reply_disagreement
+
+        counts = [(s, c) for s, c in zip(evidence["prompt_tokens"]["server_chat"], local_counts) if s is not None]
+        longer = [s - c for s, c in counts if s != c]
+        if material(template_differ):
+            length = (f"; its chat prompts are {_tokens_words(longer)} than the checkpoint's rendering"
+                      if longer else "")
+            return failed(f"the server renders conversations with another template than the checkpoint's: its "
+                          f"chat replies differ from the checkpoint's own format sent raw to it on "
+                          f"{template_differ['differing']}/{template_differ['prompts']} prompts{length}", **evidence)
+        if material(weights_differ):
+            return failed(f"the server does not run the checkpoint {ctx.case.model}: on the checkpoint's own "
+                          f"prompt text its replies differ from the checkpoint's in-process on "
+                          f"{weights_differ['differing']}/{weights_differ['prompts']} prompts (another model, the "
+                          "base without its adapter, other weights or settings)", **evidence)
+        return passed(f"the server at {server.url} serves the checkpoint as it ships: the same replies through its "
+                      f"chat endpoint, the checkpoint's format and in-process on "
+                      f"{template_differ['prompts'] - template_differ['differing']}/{template_differ['prompts']} "
+                      f"prompts; logprobs {evidence['logprobs']}", **evidence)
+
+
+def _without_added_bos(tokenizer, text: str) -> str:
+    """The rendered text without its leading BOS when the server's tokenizer will add one itself."""
+    bos = tokenizer.bos_token
+    if bos and text.startswith(bos):
+        ids = tokenizer("x")["input_ids"]
+        if ids and ids[0] == tokenizer.bos_token_id:
+            return text[len(bos):]
+    return text
+
+
+def _tokens_words(differences: list[int]) -> str:
+    low, high = min(differences), max(differences)
+    span = f"{low}" if low == high else f"{low} to {high}"
+    return f"{span} tokens {'longer' if low > 0 else 'shorter' if high < 0 else 'different'}"
