@@ -225,8 +225,11 @@ class Runner:
                                on_progress=progress, cancel_event=cancel_event)
         outcome: dict[str, Finding] = {}
 
+        cost: dict[str, int] = {}
+
         def target() -> None:
             running_rung.cancel_event = cancel_event
+            running_rung.cost = cost
             outcome["finding"] = _run_probe(probe_class, context)
 
         self.resources.current_rung = rung.id
@@ -251,6 +254,8 @@ class Runner:
         finally:
             self.resources.current_rung = None
         finding = outcome["finding"]
+        if cost and isinstance(finding.evidence, dict):
+            finding.evidence.setdefault("cost", dict(cost))
         changed = _changes(before, self._fingerprints())
         if changed:
             self.restart_resources()

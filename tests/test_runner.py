@@ -236,3 +236,11 @@ def test_a_harness_that_does_not_import_is_one_finding(tmp_path):
     assert first.status is Status.ERROR and "no_such_module_anywhere" in first.summary, first.summary
     assert [r.status for r in rest] == [Status.BLOCKED] * len(rest), [(r.id, r.summary) for r in rest]
     assert all(r.evidence["blocked_by"] == first.id for r in rest)
+
+
+def test_each_rung_reports_its_cost(tmp_path):
+    from interface_models import tiny_random_dir
+
+    report = Runner(_model_rungs(tmp_path, "use", "use"), Case(model=str(tiny_random_dir())),
+                    registry=engine_registry()).run()
+    assert [r.evidence["cost"] for r in report.rungs] == [{"forward_passes": 1}] * 2

@@ -126,10 +126,15 @@ class HFModel:
         input_ids, mask, pad = self._left_padded(batch)
         settings = {"do_sample": False, "max_new_tokens": max_new_tokens, "pad_token_id": pad}
         settings.update(kwargs)
+        from ladder.probes.base import count_cost
+
         with torch.no_grad():
             out = self.model.generate(input_ids=input_ids, attention_mask=mask, **settings)
         stops = self.stop_ids()
-        return [cut_at_stop(row, stops) for row in out[:, input_ids.shape[1]:].tolist()]
+        replies = [cut_at_stop(row, stops) for row in out[:, input_ids.shape[1]:].tolist()]
+        count_cost("generate_calls")
+        count_cost("tokens_generated", sum(len(reply) for reply in replies))
+        return replies
 
     def continuation_logprobs(self, pairs: list[tuple[list[int], list[int]]]) -> list[list[float]]:
         """Per-token log-probabilities of each continuation given its prompt (teacher-forced, batched)."""

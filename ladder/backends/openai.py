@@ -58,8 +58,11 @@ class ServedModel:
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         request = urllib.request.Request(self.url.rstrip("/") + path, method=method, headers=self._headers(),
                                          data=None if body is None else json.dumps(body).encode())
+        from ladder.probes.base import count_cost
+
         started = time.perf_counter()
         self.requests += 1
+        count_cost("http_requests")
         try:
             with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as response:
                 payload = response.read()

@@ -74,6 +74,20 @@ def cancel_point() -> None:
         raise Cancelled("cancelled")
 
 
+def count_cost(what: str, amount: int = 1) -> None:
+    """Add to the running rung's cost (`evidence.cost` in the report): forward passes, generate calls,
+    tokens generated, HTTP requests. Outside a rung (no runner) it counts nothing."""
+    cost = getattr(running_rung, "cost", None)
+    if cost is not None:
+        cost[what] = cost.get(what, 0) + amount
+
+
+def _forward_pre_hook(module, args) -> None:
+    cancel_point()
+    if type(module).__name__.endswith("ForCausalLM"):  # the whole model, not its inner modules
+        count_cost("forward_passes")
+
+
 def install_forward_cancel_point() -> None:
     """Make every torch module's forward pass a cancel point (once per process): a probe, or a harness it
     runs in-process, stops at its next forward pass after its rung timed out or was cancelled."""
@@ -81,8 +95,7 @@ def install_forward_cancel_point() -> None:
     if _forward_hook is None:
         import torch
 
-        _forward_hook = torch.nn.modules.module.register_module_forward_pre_hook(
-            lambda module, args: cancel_point())
+        _forward_hook = torch.nn.modules.module.register_module_forward_pre_hook(_forward_pre_hook)
 
 
 def skip(reason: str, **evidence: Any) -> None:
