@@ -50,7 +50,11 @@ class Case(BaseModel):
     text_field: str | None = Field(default=None, description="Name of the text field in the training data.")
     prompts: list[ProbePrompt] = Field(default_factory=list, description="Probe prompts with expected answers.")
     trust_remote_code: bool = Field(default=False, description="Allow models with custom code to load.")
-    device: str | None = Field(default=None, description="torch device for ladder's own model runs (default: cpu).")
+    device: str | None = Field(default=None, pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
+                               description="torch device for ladder's own model loads: auto (shards over the GPUs with "
+                                           "accelerate when there are any, else cpu), cpu, cuda, cuda:N (default: cpu).")
+    dtype: str | None = Field(default=None, pattern=r"^(auto|bfloat16|float16|float32)$",
+                              description="dtype of ladder's own model loads (default: auto, the checkpoint's).")
     harness_timeout: float = Field(default=300.0, gt=0, description="Seconds a harness gets for one prompt.")
     endpoint: str | None = Field(default=None, pattern=r"^https?://",
                                  description="An OpenAI-compatible server serving the model: `http://HOST:PORT/v1`.")

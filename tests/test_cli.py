@@ -171,6 +171,8 @@ BAD_INPUTS = {
     "validate a directory": (["validate", "adir"], "is a directory"),
     "explain unknown rung": (["explain", "prompt-fromat"], "no rung 'prompt-fromat'"),
     "bad flag value": (["probe", "--expect-samples", "many"], "invalid int value"),
+    "unknown dtype": (["probe", "--dtype", "half"], "dtype"),
+    "unknown device": (["probe", "--device", "tpu"], "device"),
     "non-utf8 ladder": (["validate", "latin1.yaml"], "not UTF-8"),
     "binary case file": (["probe", "nul.yaml"], "is not YAML text"),
 }

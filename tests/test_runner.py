@@ -244,3 +244,11 @@ def test_each_rung_reports_its_cost(tmp_path):
     report = Runner(_model_rungs(tmp_path, "use", "use"), Case(model=str(tiny_random_dir())),
                     registry=engine_registry()).run()
     assert [r.evidence["cost"] for r in report.rungs] == [{"forward_passes": 1}] * 2
+
+
+def test_the_case_dtype_is_the_dtype_of_ladders_own_load(tmp_path):
+    from interface_models import tiny_random_dir
+
+    report = Runner(_model_rungs(tmp_path, "use"), Case(model=str(tiny_random_dir()), dtype="bfloat16"),
+                    registry=engine_registry()).run()
+    assert report.rungs[0].status is Status.PASS and "bfloat16" in report.rungs[0].summary, report.rungs[0].summary

@@ -52,9 +52,13 @@ class HFModel:
         _quiet_transformers()
         torch.set_num_threads(max(1, torch.get_num_threads()))
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        model, info = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, output_loading_info=True,
-                                                           trust_remote_code=trust_remote_code)
-        model.to(device or "cpu")
+        placement: dict[str, Any] = {}
+        if device == "auto" and torch.cuda.is_available():
+            placement["device_map"] = "auto"  # shards over the GPUs, offloads to CPU what does not fit (accelerate)
+        model, info = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto", output_loading_info=True,
+                                                           trust_remote_code=trust_remote_code, **placement)
+        if not placement:
+            model.to("cpu" if device in (None, "auto") else device)
         model.eval()
         return cls(path=path, model=model, tokenizer=tokenizer, loading_info=info or {})
 
@@ -164,5 +168,22 @@ def hf_model(ctx: "ProbeContext", which: str = "model") -> HFModel:
         from ladder.probes.base import skip
 
         skip(f"needs --{which} PATH (case key `{which}`)")
-    return ctx.resources.get(f"hf:{which}", lambda: HFModel.load(
-        path, device=ctx.case.device, trust_remote_code=ctx.case.trust_remote_code))
+    def load() -> HFModel:
+        size = weights_size(path)
+        if size:
+            ctx.progress(f"loading the {which} ({size / 1e9:.2f} GB of weights on disk; ladder holds one copy, "
+                         f"about {size * 1.2 / 1e9:.1f} GB in memory at the stored dtype)", None)
+        return HFModel.load(path, device=ctx.case.device, dtype=ctx.case.dtype,
+                            trust_remote_code=ctx.case.trust_remote_code)
+
+    return ctx.resources.get(f"hf:{which}", load)
+
+
+def weights_size(path: str) -> int:
+    """Bytes of the weight files in a model folder (0 when it is not a folder)."""
+    import os
+
+    if not os.path.isdir(path):
+        return 0
+    return sum(entry.stat().st_size for entry in os.scandir(path)
+               if entry.is_file() and entry.name.endswith((".safetensors", ".bin", ".gguf")))
