@@ -6,10 +6,11 @@ to the working directory. Flags override the file.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ladder.errors import InputError, Problem
 from ladder.yamlpos import load_yaml_mapping, position_of
@@ -50,10 +51,10 @@ class Case(BaseModel):
     text_field: str | None = Field(default=None, description="Name of the text field in the training data.")
     prompts: list[ProbePrompt] = Field(default_factory=list, description="Probe prompts with expected answers.")
     trust_remote_code: bool = Field(default=False, description="Allow models with custom code to load.")
-    device: str | None = Field(default=None, pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
+    device: str | None = Field(default=None,
                                description="torch device for ladder's own model loads: auto (shards over the GPUs with "
                                            "accelerate when there are any, else cpu), cpu, cuda, cuda:N (default: cpu).")
-    dtype: str | None = Field(default=None, pattern=r"^(auto|bfloat16|float16|float32)$",
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] | None = Field(default=None,
                               description="dtype of ladder's own model loads (default: auto, the checkpoint's).")
     harness_timeout: float = Field(default=300.0, gt=0, description="Seconds a harness gets for one prompt.")
     endpoint: str | None = Field(default=None, pattern=r"^https?://",
@@ -62,6 +63,13 @@ class Case(BaseModel):
                                      description="The model name to request from `endpoint` (default: the one it lists).")
     api_key_env: str | None = Field(default=None,
                                     description="The environment variable that holds the endpoint's API key (never recorded).")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise ValueError(f"{value!r} is not a device: give auto, cpu, cuda, cuda:N or mps")
+        return value
 
     # where the case came from; not part of the file format
     source: str | None = Field(default=None, exclude=True)
