@@ -66,6 +66,7 @@ def test_merged_adapter_passes(tmp_path):
     change = result.evidence["series"]["relative_change_attention"]
     assert all(v > 0 for v in change)
     assert result.evidence["series"]["relative_change_mlp"] == [0.0] * 4  # the adapter left the MLPs alone
+    assert result.evidence["base_read"] == "streamed from its safetensors", "no second model in memory"
 
 
 @pytest.mark.slow

@@ -187,3 +187,40 @@ def weights_size(path: str) -> int:
         return 0
     return sum(entry.stat().st_size for entry in os.scandir(path)
                if entry.is_file() and entry.name.endswith((".safetensors", ".bin", ".gguf")))
+
+
+class StreamedWeights:
+    """A checkpoint's tensors read one at a time from its safetensors files (`safe_open`), never a second
+    model in memory: `names()`, `get(name)` (None when absent). Tied heads saved once are found under the
+    name the model uses for them. Raises OSError when the folder holds no safetensors file."""
+
+    def __init__(self, folder: str):
+        import glob
+        import os
+
+        from safetensors import safe_open
+
+        self._files = sorted(glob.glob(os.path.join(folder, "*.safetensors")))
+        if not self._files:
+            raise OSError(f"{folder} holds no .safetensors file")
+        self._where: dict[str, str] = {}
+        for path in self._files:
+            with safe_open(path, framework="pt") as handle:
+                for name in handle.keys():
+                    self._where.setdefault(name, path)
+
+    def names(self) -> list[str]:
+        return list(self._where)
+
+    def get(self, name: str):
+        from safetensors import safe_open
+
+        path = self._where.get(name)
+        if path is None:
+            return None
+        with safe_open(path, framework="pt") as handle:
+            return handle.get_tensor(name)
+
+    def find(self, suffix: str):
+        """The first tensor whose name ends with `suffix` (e.g. `embed_tokens.weight`), or None."""
+        return next((self.get(name) for name in self._where if name.endswith(suffix)), None)

@@ -210,26 +210,19 @@ def untrained_rows(matrices: list[tuple[str, object]], added: list[int],
 def _base_embeddings(ctx) -> dict[str, object]:
     """The base model's input and output embedding matrices, read tensor by tensor from its safetensors
     (no second model in memory); empty when there is no base or its files cannot be read."""
-    import glob
     import os
+
+    from ladder.backends.hf import StreamedWeights
 
     base = ctx.case.base
     if not base or not os.path.isdir(base):
         return {}
-    from safetensors import safe_open
-
-    found: dict[str, object] = {}
-    for path in sorted(glob.glob(os.path.join(base, "*.safetensors"))):
-        try:
-            with safe_open(path, framework="pt") as handle:
-                for name in handle.keys():
-                    if name.endswith("embed_tokens.weight") and "input" not in found:
-                        found["input"] = handle.get_tensor(name)
-                    elif name.endswith("lm_head.weight") and "output" not in found:
-                        found["output"] = handle.get_tensor(name)
-        except Exception:  # an unreadable base is load-report's finding
-            return {}
-    return found
+    try:
+        weights = StreamedWeights(base)
+        found = {"input": weights.find("embed_tokens.weight"), "output": weights.find("lm_head.weight")}
+    except Exception:  # an unreadable base is load-report's finding
+        return {}
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def _nats_per_char(model, tokenizer, text: str, rows: int) -> float | None:

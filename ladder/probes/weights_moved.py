@@ -80,15 +80,16 @@ def layer_of(name: str, layer_prefix: str) -> int | None:
 
 def relative_changes(model, base) -> tuple[dict[str, float], list[str], list[str]]:
     """({parameter: relative change} for parameters both models have, comparable row-wise; notes;
-    parameters the base lacks (inserted layers, new heads))."""
+    parameters the base lacks (inserted layers, new heads)). `base` is a model or `StreamedWeights` (its
+    tensors read one at a time, so the base is never resident beside the model)."""
     import torch
 
     tuned = dict(model.named_parameters())
-    original = dict(base.named_parameters())
+    original = _weights_of(base)
     changes, notes, new = {}, [], []
     with torch.no_grad():
         for name, weight in tuned.items():
-            reference = original.get(name)
+            reference = original(name)
             if reference is None:
                 new.append(name)
                 continue
@@ -221,26 +222,49 @@ def merge_check(model, base, config, pairs, tolerance) -> dict[str, Any]:
     import torch
 
     tuned = dict(model.named_parameters())
-    original = dict(base.named_parameters()) if base is not None else {}
+    original = _weights_of(base) if base is not None else (lambda name: None)
     scale = lora_scale(config)
     verdicts: dict[str, list[str]] = {"merged": [], "not_applied": [], "other": [], "absent": []}
     with torch.no_grad():
         for name, pair in sorted(pairs.items()):
-            if "A" not in pair or "B" not in pair or name not in tuned or name not in original:
+            reference = original(name) if name in tuned else None
+            if "A" not in pair or "B" not in pair or reference is None:
                 verdicts["absent"].append(name)
                 continue
             expected = (pair["B"].float() @ pair["A"].float()) * scale
-            actual = tuned[name].detach().float().cpu() - original[name].detach().float().cpu()
+            actual = tuned[name].detach().float().cpu() - reference.detach().float().cpu()
             if expected.shape != actual.shape and expected.T.shape == actual.shape:
                 expected = expected.T  # fan_in_fan_out layers
             size = expected.norm().item()
-            if actual.norm().item() <= 1e-12 * max(1.0, original[name].float().norm().item()):
+            if actual.norm().item() <= 1e-12 * max(1.0, reference.float().norm().item()):
                 verdicts["not_applied"].append(name)
             elif size > 0 and (actual - expected).norm().item() / size <= tolerance:
                 verdicts["merged"].append(name)
             else:
                 verdicts["other"].append(name)
     return verdicts
+
+
+def streamed_base(ctx, model):
+    """The base's weights as `StreamedWeights` when its safetensors name most of the model's parameters the
+    same way (then no second model is loaded), else None."""
+    from ladder.backends.hf import StreamedWeights
+
+    try:
+        weights = StreamedWeights(ctx.case.base)
+    except Exception:  # no safetensors (a .bin checkpoint, a hub id): the base is loaded instead
+        return None
+    names = set(weights.names())
+    tuned = [name for name, _ in model.named_parameters()]
+    return weights if tuned and sum(name in names for name in tuned) >= len(tuned) / 2 else None
+
+
+def _weights_of(base):
+    """name -> tensor or None, for a loaded model or `StreamedWeights`."""
+    if hasattr(base, "named_parameters"):
+        parameters = dict(base.named_parameters())
+        return parameters.get
+    return base.get
 
 
 def logits_difference(hf, base_hf, prompts, max_prompts) -> float:
@@ -323,9 +347,12 @@ class WeightsMoved(Probe):
             return warned("the adapter holds trained weights, but without --base ladder cannot tell whether the "
                           "model it loads has them applied", **evidence)
 
-        ctx.progress("relative change per parameter", 0.3)
-        base = hf_model(ctx, "base")
-        changes, compare_notes, new_parameters = relative_changes(model, base.model)
+        ctx.progress("relative change per parameter, the base's tensors read one at a time", 0.3)
+        base_weights = streamed_base(ctx, model)
+        evidence["base_read"] = "streamed from its safetensors" if base_weights is not None else "loaded"
+        if base_weights is None:
+            base_weights = hf_model(ctx, "base").model
+        changes, compare_notes, new_parameters = relative_changes(model, base_weights)
         notes.extend(compare_notes[:20])
         if new_parameters:
             evidence["parameters_not_in_base"] = len(new_parameters)
@@ -369,7 +396,7 @@ class WeightsMoved(Probe):
                 notes.append(f"training config not read: {exc}")
         merged_adapter = False
         if pairs and case.base:
-            verdicts = merge_check(model, base.model, adapter_config, pairs, params.merge_tolerance)
+            verdicts = merge_check(model, base_weights, adapter_config, pairs, params.merge_tolerance)
             evidence["adapter_merge"] = {k: len(v) for k, v in verdicts.items()}
             evidence["adapter_merge_examples"] = {k: v[:5] for k, v in verdicts.items() if v}
             merged_adapter = bool(verdicts["merged"]) and not verdicts["not_applied"]
@@ -400,7 +427,7 @@ class WeightsMoved(Probe):
 
         if changes and len(unmoved) == len(changes) and not new_parameters:
             ctx.progress("tuned vs base logits", 0.8)
-            difference = logits_difference(hf, base, prompt_strings(case), params.max_prompts)
+            difference = logits_difference(hf, hf_model(ctx, "base"), prompt_strings(case), params.max_prompts)
             evidence["max_logit_difference_to_base"] = difference
             identical = difference <= params.logits_tolerance
             if pairs and evidence.get("adapter", {}).get("lora_B_norm_total", 0) > 0:
