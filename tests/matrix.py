@@ -19,6 +19,7 @@ from derived_models import derived_model
 from families import REAL_FAMILIES
 from interface_models import variant_harness
 
+from ladder.fixtures.models import MATRIX_PREMISE_FLOOR
 from ladder.fixtures.tokenizer import STYLES, get_style
 
 # (family, training recipe): the built-in families and real ones, fine-tuned with the loss on the reply;
@@ -88,18 +89,18 @@ def combinations() -> list[Combination]:
 
 
 def chat_recipe(family: str, recipe: str = "reply"):
-    """The built-in families' recipe as the factory ships it (trained until its premise holds); the others
-    trained once, their premise recorded and checked by the matrix (`MATRIX_PREMISE`), not retrained."""
+    """The built-in families' recipe as the factory ships it; the others with the matrix's premise (retrained
+    with another batch order, up to 3 attempts, until it holds: `models.MATRIX_PREMISE_BAR`)."""
     from ladder.fixtures.train import ChatRecipe
 
     if family in STYLES and recipe == "reply":
         return ChatRecipe(style=family)
-    return ChatRecipe(style=family, loss_on=recipe, premise_attempts=0)
+    return ChatRecipe(style=family, loss_on=recipe, premise_attempts=3, premise="matrix")
 
 
 # What a matrix model must show to be a chat model at all: it answers held-out questions through its template
-# (most of them), stops on its end-of-turn token, and does not answer them from raw text.
-MATRIX_PREMISE = {"templated_accuracy": 0.6, "stop_rate": 0.95, "raw_accuracy": 0.1}
+# (at least half of them), stops on its end-of-turn token, and does not answer them from raw text.
+MATRIX_PREMISE = MATRIX_PREMISE_FLOOR
 
 
 def trained_model(family: str, recipe: str = "reply") -> Path:

@@ -223,6 +223,12 @@ def replies_agree(a: str | None, b: str | None) -> bool:
     return left[:n] == right[:n]
 
 
+def differs_materially(differ: dict[str, Any], min_rate: float) -> bool:
+    """Two paths differ materially (docs/verdicts.md): at least two prompts (all of them when fewer) and at
+    least `min_rate` of them get a different reply (see `disagreement`)."""
+    return differ["differing"] >= min(2, differ["prompts"]) > 0 and differ["rate"] >= min_rate
+
+
 def disagreement(harness_replies: list[str], template_replies: list[str]) -> dict[str, Any]:
     """How many prompts get a different reply on the two paths (see `replies_agree`)."""
     differing = [i for i, (h, t) in enumerate(zip(harness_replies, template_replies)) if not replies_agree(h, t)]

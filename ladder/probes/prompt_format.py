@@ -71,8 +71,8 @@ class PromptFormat(HarnessProbe):
 
     def check(self, ctx: ProbeContext, run: HarnessRun):
         from ladder.backends.hf import hf_model
-        from ladder.harness.compare import (disagreement, end_of_turn_id, harness_prompts, measure_path,
-                                            metrics_table, sent_ids, stop_set, template_analysis)
+        from ladder.harness.compare import (differs_materially, disagreement, end_of_turn_id, harness_prompts,
+                                            measure_path, metrics_table, sent_ids, stop_set, template_analysis)
         from ladder.templates import classify
 
         params: Params = ctx.params
@@ -152,7 +152,7 @@ class PromptFormat(HarnessProbe):
         if better:
             return failed(f"{sends}; through the template the model does clearly better: {'; '.join(reasons)}",
                           **evidence)
-        if differ["differing"] >= min(2, differ["prompts"]) > 0 and differ["rate"] >= params.min_reply_disagreement:
+        if differs_materially(differ, params.min_reply_disagreement):
             # the null hypothesis: the harness deviates from the model's format and that changes the replies
             empties = differ["empty_replies"]
             symptom = (f"; {empties['harness']}/{differ['prompts']} empty on your path" if empties["harness"]

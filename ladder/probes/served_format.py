@@ -60,7 +60,7 @@ class ServedFormat(Probe):
         from ladder.backends.hf import hf_model
         from ladder.backends.openai import ServerError, served_model
         from ladder.harness import probe_prompts
-        from ladder.harness.compare import disagreement, template_analysis, template_replies
+        from ladder.harness.compare import differs_materially, disagreement, template_analysis, template_replies
         from ladder.probes.base import skip
 
         params: Params = ctx.params
@@ -104,8 +104,7 @@ class ServedFormat(Probe):
         }
 
         def material(differ) -> bool:
-            return differ["differing"] >= min(2, differ["prompts"]) > 0 and \
-                differ["rate"] >= params.min_reply_disagreement
+            return differs_materially(differ, params.min_reply_disagreement)
 
         counts = [(s, c) for s, c in zip(evidence["prompt_tokens"]["server_chat"], local_counts) if s is not None]
         longer = [s - c for s, c in counts if s != c]
