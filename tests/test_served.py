@@ -125,3 +125,19 @@ def test_without_an_endpoint_served_format_skips_naming_the_flag(tmp_path):
     report, _ = run_rungs(tmp_path, ["served-format"], model=chat_model_dir("chatml"))
     result = report.rungs[0]
     assert result.status.value == "skip" and "--endpoint URL" in result.summary
+
+
+def test_a_server_whose_stop_set_lacks_the_end_of_turn_token_fails(tmp_path):
+    import json as json_module
+
+    model = chat_model_dir("chatml")
+    folder = _served_copy(model, tmp_path / "served-no-eot")
+    for name in ("generation_config.json", "config.json"):
+        path = folder / name
+        data = json_module.loads(path.read_text())
+        data["eos_token_id"] = 2  # the tokenizer's eos only: <|im_end|> (3 or 4) dropped, as vllm#45591 does
+        path.write_text(json_module.dumps(data))
+    with serve(folder, tmp_path) as server:
+        result = _served_format(tmp_path / "case", server, model)
+    assert result.status.value == "fail" and "does not stop where the checkpoint does" in result.summary, \
+        (result.summary, result.evidence.get("stops"))

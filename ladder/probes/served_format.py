@@ -10,7 +10,9 @@ What it checks:
     rendered-raw isolates the server's template (another family's, a `--chat-template`
     flag, a fallback to ChatML, a default system prompt, a second BOS); rendered-raw
     against in-process isolates what the server runs (another model, the base without
-    the adapter, other weights). `usage.prompt_tokens` of the chat request against the
+    the adapter, other weights); where the checkpoint stops on its end-of-turn token and
+    the server, on the same prompt text, runs on to the token limit (`finish_reason:
+    length`), the server's stop set lacks it. `usage.prompt_tokens` of the chat request against the
     checkpoint's own token count shows the rendering's length on the server. Whether
     the server returns `logprobs` when asked is recorded (some silently ignore them).
 
@@ -60,7 +62,8 @@ class ServedFormat(Probe):
         from ladder.backends.hf import hf_model
         from ladder.backends.openai import ServerError, served_model
         from ladder.harness import probe_prompts
-        from ladder.harness.compare import differs_materially, disagreement, template_analysis, template_replies
+        from ladder.harness.compare import (differs_materially, disagreement, stop_set, template_analysis,
+                                            template_replies)
         from ladder.probes.base import skip
 
         params: Params = ctx.params
@@ -72,8 +75,10 @@ class ServedFormat(Probe):
         prompts = [p["prompt"] for p in probe_prompts(ctx.case)][: params.max_prompts]
         analysis = template_analysis(ctx, model)
         ctx.progress("the checkpoint through its template, in-process", None)
-        local = [tokenizer.decode(ids, skip_special_tokens=True)
-                 for ids in template_replies(ctx, model, analysis, prompts, params.max_new_tokens)]
+        local_ids = template_replies(ctx, model, analysis, prompts, params.max_new_tokens)
+        local = [tokenizer.decode(ids, skip_special_tokens=True) for ids in local_ids]
+        stops = stop_set(model, analysis)
+        local_stopped = [bool(ids) and ids[-1] in stops for ids in local_ids]
         chat, raw, rendered, local_counts = [], [], [], []
         try:
             for index, prompt in enumerate(prompts):
@@ -106,6 +111,20 @@ class ServedFormat(Probe):
         def material(differ) -> bool:
             return differs_materially(differ, params.min_reply_disagreement)
 
+        # the checkpoint's own prompt text on the server: where the server says what the checkpoint says and then
+        # runs on to the token limit instead of stopping, the server's stop set lacks the end-of-turn token
+        ran_on = [i for i, (stopped, reply, own) in enumerate(zip(local_stopped, raw, local))
+                  if stopped and reply.finish_reason == "length" and own.strip()
+                  and reply.text.strip().startswith(own.strip())]
+        evidence["stops"] = {"checkpoint_stops_on": sorted(tokenizer.convert_ids_to_tokens(sorted(stops))),
+                             "checkpoint_stopped": sum(local_stopped), "server_ran_to_the_limit": len(ran_on)}
+        if len(ran_on) >= min(2, len(prompts)) and len(ran_on) >= params.min_reply_disagreement * len(prompts):
+            stopped = sum(local_stopped)
+            return failed(f"the server does not stop where the checkpoint does: on the checkpoint's own prompts it "
+                          f"ran to the {params.max_new_tokens}-token limit on {len(ran_on)} of the {stopped} that the "
+                          f"checkpoint ends with {', '.join(evidence['stops']['checkpoint_stops_on'])} (its stop "
+                          "set lacks the end-of-turn token: the server's generation config, or a --stop flag)",
+                          **evidence)
         counts = [(s, c) for s, c in zip(evidence["prompt_tokens"]["server_chat"], local_counts) if s is not None]
         longer = [s - c for s, c in counts if s != c]
         if material(template_differ):
