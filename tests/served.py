@@ -89,9 +89,9 @@ def _post(path, body):
 def ask(prompt):
     if {endpoint!r} == "chat":
         reply = _post("/chat/completions", {{"model": MODEL, "messages": [{{"role": "user", "content": prompt}}],
-                                             "max_tokens": 16, "temperature": 0}})
+                                             "max_tokens": 16, **{settings!r}}})
         return reply["choices"][0]["message"]["content"]
-    reply = _post("/completions", {{"model": MODEL, "prompt": prompt, "max_tokens": 16, "temperature": 0}})
+    reply = _post("/completions", {{"model": MODEL, "prompt": prompt, "max_tokens": 16, **{settings!r}}})
     return reply["choices"][0]["text"]
 '''
 
@@ -107,13 +107,14 @@ print(requests.post(URL + "/completions", json=body, timeout=120).json()["choice
 '''
 
 
-def write_http_harness(folder: Path, server: Server, endpoint: str) -> str:
+def write_http_harness(folder: Path, server: Server, endpoint: str, greedy: bool = True) -> str:
     """A `file.py:ask` harness posting raw text to /completions (`endpoint="completions"`) or messages to
-    /chat/completions (`"chat"`)."""
+    /chat/completions (`"chat"`), with temperature 0 (or, `greedy=False`, leaving it unset)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "harness.py"
-    path.write_text(URLLIB_HARNESS.format(url=server.url, model=server.model, endpoint=endpoint).lstrip(),
-                    encoding="utf-8")
+    settings = {"temperature": 0} if greedy else {}
+    path.write_text(URLLIB_HARNESS.format(url=server.url, model=server.model, endpoint=endpoint,
+                                          settings=settings).lstrip(), encoding="utf-8")
     return f"{path}:ask"
 
 

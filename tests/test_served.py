@@ -141,3 +141,34 @@ def test_a_server_whose_stop_set_lacks_the_end_of_turn_token_fails(tmp_path):
         result = _served_format(tmp_path / "case", server, model)
     assert result.status.value == "fail" and "does not stop where the checkpoint does" in result.summary, \
         (result.summary, result.evidence.get("stops"))
+
+
+def _sampling_copy(model, dest):
+    """A served copy whose generation_config.json samples (as a config left with do_sample after training)."""
+    import json as json_module
+
+    folder = _served_copy(model, dest)
+    path = folder / "generation_config.json"
+    config = json_module.loads(path.read_text())
+    config.update(do_sample=True, temperature=5.0, top_k=0, top_p=1.0)
+    path.write_text(json_module.dumps(config))
+    return folder
+
+
+def test_a_server_that_samples_unset_temperatures_fails_a_harness_that_leaves_it_unset(tmp_path):
+    model = chat_model_dir("chatml")
+    with serve(_sampling_copy(model, tmp_path / "served-sampling"), tmp_path) as server:
+        harness = write_http_harness(tmp_path / "case", server, "chat", greedy=False)
+        report, _ = run_rungs(tmp_path / "case", ["prompt-format", "served-format"], model=model, harness=harness,
+                              endpoint=server.url, served_model=server.model)
+        result = next(r for r in report.rungs if r.id == "served-format")
+        assert result.status.value == "fail" and "leave temperature unset" in result.summary, result.summary
+        assert result.evidence["unset_temperature"]["replies_vary"]
+        # the same server, no harness of the user's that leaves it unset: a hazard off the path, a warn
+        alone = _served_format(tmp_path / "alone", server, model)
+        assert alone.status.value == "warn" and "sampled by the server" in alone.summary, alone.summary
+
+
+def test_a_greedy_harness_on_a_greedy_server_sees_no_sampling(tmp_path, server):
+    result = _served_format(tmp_path, server, chat_model_dir("chatml"))
+    assert result.evidence["unset_temperature"]["replies_vary"] is False

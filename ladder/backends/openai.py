@@ -98,9 +98,12 @@ class ServedModel:
             raise ServerError(f"{self.url}: a reply without choices: {json.dumps(data)[:200]}")
         return choices[0]
 
-    def chat(self, messages: list[dict[str, str]], max_tokens: int) -> Reply:
-        data = self._call("POST", "/chat/completions", {"model": self.model, "messages": messages,
-                                                       "max_tokens": max_tokens, "temperature": 0})
+    def chat(self, messages: list[dict[str, str]], max_tokens: int, greedy: bool = True) -> Reply:
+        """A chat completion; `greedy=False` leaves `temperature` unset, as a client that does not set it."""
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": max_tokens}
+        if greedy:
+            body["temperature"] = 0
+        data = self._call("POST", "/chat/completions", body)
         choice = self._choice(data)
         return Reply(text=(choice.get("message") or {}).get("content") or "", finish_reason=choice.get("finish_reason"),
                      prompt_tokens=(data.get("usage") or {}).get("prompt_tokens"),

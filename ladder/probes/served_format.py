@@ -13,7 +13,9 @@ What it checks:
     the adapter, other weights); where the checkpoint stops on its end-of-turn token and
     the server, on the same prompt text, runs on to the token limit (`finish_reason:
     length`), the server's stop set lacks it. `usage.prompt_tokens` of the chat request against the
-    checkpoint's own token count shows the rendering's length on the server. Whether
+    checkpoint's own token count shows the rendering's length on the server. The same
+    chat requests sent without a temperature show whether the server samples then (its
+    generation config): a fail when your harness sends such requests, else a warn. Whether
     the server returns `logprobs` when asked is recorded (some silently ignore them).
 
 Why it matters:
@@ -38,7 +40,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from ladder.models import Finding, Status
-from ladder.probes.base import Probe, ProbeContext, failed, passed
+from ladder.probes.base import Probe, ProbeContext, failed, passed, warned
 
 
 class Params(BaseModel):
@@ -138,10 +140,45 @@ class ServedFormat(Probe):
                           f"prompt text its replies differ from the checkpoint's in-process on "
                           f"{weights_differ['differing']}/{weights_differ['prompts']} prompts (another model, the "
                           "base without its adapter, other weights or settings)", **evidence)
+        sampling = injected_sampling(server, prompts, params.max_new_tokens)
+        evidence["unset_temperature"] = sampling
+        if sampling["replies_vary"]:
+            omitted = harness_omits_temperature(ctx, server.url)
+            words = (f"a request that leaves temperature unset is sampled by the server (the same prompt got "
+                     f"{sampling['distinct']} different replies in {sampling['requests']}: its generation config "
+                     "samples)")
+            if omitted:
+                return failed(f"your harness's requests leave temperature unset ({omitted} of them) and {words}: "
+                              "its replies vary from run to run; send temperature 0 (or fix the served "
+                              "generation_config.json)", **evidence)
+            return warned(f"{words}; your harness is not seen sending such requests", **evidence)
         return passed(f"the server at {server.url} serves the checkpoint as it ships: the same replies through its "
                       f"chat endpoint, the checkpoint's format and in-process on "
                       f"{template_differ['prompts'] - template_differ['differing']}/{template_differ['prompts']} "
                       f"prompts; logprobs {evidence['logprobs']}", **evidence)
+
+
+def injected_sampling(server, prompts: list[str], max_new_tokens: int, repeats: int = 2) -> dict:
+    """The same chat requests sent `repeats` times without a temperature: do the replies vary?"""
+    distinct, sent = 0, 0
+    for prompt in prompts:
+        replies = {server.chat([{"role": "user", "content": prompt}], max_new_tokens, greedy=False).text
+                   for _ in range(repeats)}
+        distinct = max(distinct, len(replies))
+        sent += repeats
+    return {"requests": sent, "distinct": distinct, "replies_vary": distinct > 1}
+
+
+def harness_omits_temperature(ctx, url: str) -> int:
+    """How many of the harness's recorded requests to this server leave temperature unset (0 when the harness
+    was not run, or sets it)."""
+    run = ctx.resources.peek("harness:calls")
+    if run is None:
+        return 0
+    root = url.rstrip("/")
+    return sum(1 for record in run.generate_records()
+               if (record.get("http") or {}).get("url", "").startswith(root)
+               and "temperature" not in (record.get("generate_kwargs") or {}))
 
 
 def _without_added_bos(tokenizer, text: str) -> str:
