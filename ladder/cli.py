@@ -280,13 +280,12 @@ def cmd_probe(args) -> int:
 
 def cmd_demo(args) -> int:
     from ladder.case import load_case
-    from ladder.demo import check_demo_folder, prepare_demo
+    from ladder.demo import prepare_demo
 
     def say(message: str) -> None:
         sys.stderr.write(f"ladder demo: {message}\n")
 
-    check_demo_folder(Path(args.out))  # before minutes of building
-    _check_output_paths(args)
+    _check_output_paths(args)  # before minutes of building (prepare_demo checks --out itself first)
 
     case_file = prepare_demo(Path(args.out), fixed=args.fixed, progress=say)
     say(f"the case is in {case_file.parent}: open case.yaml, harness.py, data/ and run/ to see what ladder sees")

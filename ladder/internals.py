@@ -70,9 +70,9 @@ def probe_texts(ctx, max_prompts: int) -> tuple[list[str], list[str] | None]:
         if pairs:
             return [p for p, _ in pairs], [a for _, a in pairs]
     if not ctx.case.prompts:
-        from ladder.harness import DEFAULT_ANSWERS, DEFAULT_PROMPTS
+        from ladder.harness import DEFAULT_ANSWERS
 
-        prompts = [prompt for prompt, _ in DEFAULT_PROMPTS][:max_prompts]
+        prompts = prompt_strings(ctx.case)[:max_prompts]  # the default prompts, the case giving none
         return prompts, [DEFAULT_ANSWERS[prompt] for prompt in prompts]
     return prompt_strings(ctx.case), None
 

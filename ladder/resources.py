@@ -88,6 +88,11 @@ class Resources:
             if first is not None and first != self.current_rung:
                 raise ResourceUnavailable(key, first)
 
+    def built(self) -> list[tuple[str, Any]]:
+        """The resources built so far, (key, value)."""
+        with self._lock:
+            return list(self._values.items())
+
     def peek(self, key: str) -> Any | None:
         """The resource if already built, else None (never builds)."""
         return self._values.get(key)

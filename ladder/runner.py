@@ -224,7 +224,6 @@ class Runner:
                                          for k, v in self.results.items()},
                                on_progress=progress, cancel_event=cancel_event)
         outcome: dict[str, Finding] = {}
-
         cost: dict[str, int] = {}
 
         def target() -> None:
@@ -256,9 +255,8 @@ class Runner:
         finding = outcome["finding"]
         if cost and isinstance(finding.evidence, dict):
             finding.evidence.setdefault("cost", dict(cost))
-        changed = _changes(before, self._fingerprints())
+        changed = self._reload_if_changed(before)
         if changed:
-            self.restart_resources()
             return Finding(status=Status.ERROR,
                            summary=f"the probe left the shared model changed ({changed}); its finding is not "
                                    "trusted and the model is loaded afresh for the next rungs",
@@ -268,7 +266,7 @@ class Runner:
     def _fingerprints(self) -> dict[str, dict]:
         """Fingerprints of the shared resources that have one (the loaded models)."""
         found = {}
-        for key, value in list(self.resources._values.items()):
+        for key, value in self.resources.built():
             fingerprint = getattr(value, "fingerprint", None)
             if callable(fingerprint):
                 try:
@@ -285,11 +283,18 @@ class Runner:
             self.restart_resources()
             return (f"it did not stop within {CANCEL_GRACE_S:g} s and was abandoned; the model is loaded afresh "
                     "for the next rungs")
+        changed = self._reload_if_changed(before)
+        if changed:
+            return f"it stopped, leaving the shared model changed ({changed}); the model is loaded afresh"
+        return "it stopped; the shared model is as it was"
+
+    def _reload_if_changed(self, before: dict[str, dict]) -> str:
+        """What a rung changed in the shared models, in words ('' if nothing); when it changed anything, the
+        resources are released so that the next rung loads them afresh."""
         changed = _changes(before, self._fingerprints())
         if changed:
             self.restart_resources()
-            return f"it stopped, leaving the shared model changed ({changed}); the model is loaded afresh"
-        return "it stopped; the shared model is as it was"
+        return changed
 
     # ---- the answer -----------------------------------------------------------------------
 

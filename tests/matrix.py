@@ -19,7 +19,6 @@ from derived_models import derived_model
 from families import REAL_FAMILIES
 from interface_models import variant_harness
 
-from ladder.fixtures.models import MATRIX_PREMISE_FLOOR
 from ladder.fixtures.tokenizer import STYLES, get_style
 
 # (family, training recipe): the built-in families and real ones, fine-tuned with the loss on the reply;
@@ -96,11 +95,6 @@ def chat_recipe(family: str, recipe: str = "reply"):
     if family in STYLES and recipe == "reply":
         return ChatRecipe(style=family)
     return ChatRecipe(style=family, loss_on=recipe, premise_attempts=3, premise="matrix")
-
-
-# What a matrix model must show to be a chat model at all: it answers held-out questions through its template
-# (at least half of them), stops on its end-of-turn token, and does not answer them from raw text.
-MATRIX_PREMISE = MATRIX_PREMISE_FLOOR
 
 
 def trained_model(family: str, recipe: str = "reply") -> Path:

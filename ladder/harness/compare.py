@@ -185,13 +185,15 @@ def template_replies(ctx: "ProbeContext", model: "HFModel", analysis: TemplateAn
                      prompts: list[str], max_new_tokens: int) -> list[list[int]]:
     """Greedy replies through the template (ladder's correct path), cut at the stop ids; shared per run."""
     key = f"template:replies:{max_new_tokens}:{hash(tuple(prompts))}"
+    return ctx.resources.get(key, lambda: generate_through_template(model, analysis, prompts, max_new_tokens))
 
-    def build() -> list[list[int]]:
-        ids = [model.chat_ids([{"role": "user", "content": p}]) if analysis is not None
-               else model.tokenizer(p)["input_ids"] for p in prompts]
-        return generate_cut(model, ids, stop_set(model, analysis), max_new_tokens)
 
-    return ctx.resources.get(key, build)
+def generate_through_template(model: "HFModel", analysis: TemplateAnalysis | None, prompts: list[str],
+                              max_new_tokens: int) -> list[list[int]]:
+    """`template_replies` computed now, not shared (for a model in a temporary state, e.g. layers bypassed)."""
+    ids = [model.chat_ids([{"role": "user", "content": p}]) if analysis is not None
+           else model.tokenizer(p)["input_ids"] for p in prompts]
+    return generate_cut(model, ids, stop_set(model, analysis), max_new_tokens)
 
 
 def as_id_list(value: Any) -> list[int]:
@@ -223,10 +225,10 @@ def replies_agree(a: str | None, b: str | None) -> bool:
     return left[:n] == right[:n]
 
 
-def differs_materially(differ: dict[str, Any], min_rate: float) -> bool:
+def differs_materially(differing: int, prompts: int, min_rate: float) -> bool:
     """Two paths differ materially (docs/verdicts.md): at least two prompts (all of them when fewer) and at
-    least `min_rate` of them get a different reply (see `disagreement`)."""
-    return differ["differing"] >= min(2, differ["prompts"]) > 0 and differ["rate"] >= min_rate
+    least `min_rate` of them get a different reply (see `disagreement`) or, as well, behave differently."""
+    return differing >= min(2, prompts) > 0 and round(differing / prompts, 3) >= min_rate
 
 
 def disagreement(harness_replies: list[str], template_replies: list[str]) -> dict[str, Any]:

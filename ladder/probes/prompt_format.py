@@ -152,7 +152,7 @@ class PromptFormat(HarnessProbe):
         if better:
             return failed(f"{sends}; through the template the model does clearly better: {'; '.join(reasons)}",
                           **evidence)
-        if differs_materially(differ, params.min_reply_disagreement):
+        if differs_materially(differ["differing"], differ["prompts"], params.min_reply_disagreement):
             # the null hypothesis: the harness deviates from the model's format and that changes the replies
             empties = differ["empty_replies"]
             symptom = (f"; {empties['harness']}/{differ['prompts']} empty on your path" if empties["harness"]

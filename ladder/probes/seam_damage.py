@@ -225,13 +225,11 @@ def loss_without_layers(model, batch, skipped: set[int]) -> float:
 def reference_replies(ctx, hf, prompts: list[str], skipped: set[int], max_new_tokens: int = 24) -> list[str]:
     """Greedy replies of the stack without its copied layers (the model before the merge), through the
     template: text the merged stack should predict about as well if the inserted layers did no harm."""
-    from ladder.harness.compare import generate_cut, stop_set, template_analysis
+    from ladder.harness.compare import generate_through_template, template_analysis
 
-    stops = stop_set(hf, template_analysis(ctx, hf))
-    ids = [hf.chat_ids([{"role": "user", "content": p}]) if hf.has_chat_template() else hf.tokenizer(p)["input_ids"]
-           for p in prompts]
+    analysis = template_analysis(ctx, hf)
     with bypassing(hf.model, skipped):
-        replies = generate_cut(hf, ids, stops, max_new_tokens)
+        replies = generate_through_template(hf, analysis, prompts, max_new_tokens)
     return [hf.tokenizer.decode(reply, skip_special_tokens=True) for reply in replies]
 
 

@@ -111,7 +111,7 @@ class ServedFormat(Probe):
         }
 
         def material(differ) -> bool:
-            return differs_materially(differ, params.min_reply_disagreement)
+            return differs_materially(differ["differing"], differ["prompts"], params.min_reply_disagreement)
 
         # the checkpoint's own prompt text on the server: where the server says what the checkpoint says and then
         # runs on to the token limit instead of stopping, the server's stop set lacks the end-of-turn token
@@ -120,7 +120,7 @@ class ServedFormat(Probe):
                   and reply.text.strip().startswith(own.strip())]
         evidence["stops"] = {"checkpoint_stops_on": sorted(tokenizer.convert_ids_to_tokens(sorted(stops))),
                              "checkpoint_stopped": sum(local_stopped), "server_ran_to_the_limit": len(ran_on)}
-        if len(ran_on) >= min(2, len(prompts)) and len(ran_on) >= params.min_reply_disagreement * len(prompts):
+        if differs_materially(len(ran_on), len(prompts), params.min_reply_disagreement):
             stopped = sum(local_stopped)
             return failed(f"the server does not stop where the checkpoint does: on the checkpoint's own prompts it "
                           f"ran to the {params.max_new_tokens}-token limit on {len(ran_on)} of the {stopped} that the "

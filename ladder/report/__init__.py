@@ -14,7 +14,7 @@ _SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.I
 # report keys that hold a credential: `token`, `api_key`, `hf_token`, `password`; not the evidence's
 # `bos_token`, `special_tokens`, `max_new_tokens` or `versions.tokenizers`
 _SECRET_KEY = re.compile(
-    r"^(token|secret|password|passwd|credentials?|authorization)$"
+    r"^(token|secret|credentials?|authorization)$"
     r"|(api|access|secret|private)[_\-]?key$"
     r"|client[_\-]?secret$"
     r"|(api|access|auth|bearer|refresh|session|hf|github|openai)[_\-]?token$"
