@@ -152,15 +152,25 @@ def _model_rungs(tmp_path, *actions):
                                   for i, action in enumerate(actions)])
 
 
+def _warm_tiny_model():
+    """The tiny model's folder, loaded once here first: torch and transformers imported, so the timeouts below
+    time the probes, not the imports (the first load in a fresh process takes longer than those timeouts)."""
+    from interface_models import tiny_random_dir
+
+    from ladder.backends.hf import HFModel
+
+    folder = tiny_random_dir()
+    HFModel.load(str(folder))
+    return folder
+
+
 def _probe_threads():
     return [t for t in threading.enumerate() if t.name.startswith("probe:") and t.is_alive()]
 
 
 def test_a_timed_out_probe_stops_at_its_next_forward_pass_and_the_walk_goes_on(tmp_path):
-    from interface_models import tiny_random_dir
-
     ladder = _model_rungs(tmp_path, "forward-forever", "use")
-    runner = Runner(ladder, Case(model=str(tiny_random_dir())), registry=engine_registry(), rung_timeout=1.0,
+    runner = Runner(ladder, Case(model=str(_warm_tiny_model())), registry=engine_registry(), rung_timeout=1.0,
                     keep_going=True)
     report = runner.run()
     first, second = report.rungs
@@ -172,14 +182,13 @@ def test_a_timed_out_probe_stops_at_its_next_forward_pass_and_the_walk_goes_on(t
 
 def test_a_probe_that_will_not_stop_is_abandoned_and_the_model_loaded_afresh(tmp_path, monkeypatch):
     import engine_probes
-    from interface_models import tiny_random_dir
 
     import ladder.runner
 
     monkeypatch.setattr(ladder.runner, "CANCEL_GRACE_S", 0.3)
     engine_probes.STOP_SPINNING.clear()
     try:
-        runner = Runner(_model_rungs(tmp_path, "spin-forever", "use"), Case(model=str(tiny_random_dir())),
+        runner = Runner(_model_rungs(tmp_path, "spin-forever", "use"), Case(model=str(_warm_tiny_model())),
                         registry=engine_registry(), rung_timeout=0.5, keep_going=True)
         report = runner.run()
         first, second = report.rungs
