@@ -27,6 +27,7 @@ from typing import Callable
 from pydantic import ValidationError
 
 import ladder
+from ladder.backends import missing_capabilities, reached_backends
 from ladder.case import Case, describe_case, missing_input
 from ladder.events import Event, RunFinished, RungFinished, RungProgress, RungStarted, RunStarted
 from ladder.graph import ancestors
@@ -215,6 +216,12 @@ class Runner:
             if hint:
                 return Finding(status=Status.SKIP, summary=f"needs {hint}",
                                evidence={"missing_input": need})
+        lacking = missing_capabilities(self.case, probe_class.capabilities)
+        if lacking:
+            missing, sentence = lacking
+            return Finding(status=Status.SKIP, summary=sentence,
+                           evidence={"missing_capabilities": missing,
+                                     "backends": sorted(reached_backends(self.case))})
 
         def progress(message: str, fraction: float | None) -> None:
             self.on_event(RungProgress(rung, message, fraction))

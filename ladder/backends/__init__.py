@@ -1,4 +1,77 @@
-"""Backends: how the model is reached. `hf` (transformers in-process) and, later, `openai` (HTTP).
+"""Backends: how the model is reached. `hf` (transformers in-process) and `openai` (an OpenAI-compatible server).
 
-A backend declares its capabilities; a probe needing one the backend lacks skips with the reason.
+A backend class declares `name`, the `capabilities` it can offer (`generate`, `logits`, `hidden_states`,
+`weights`, `chat_template`; `chat`, `completions`, `logprobs` over HTTP), `reaches(case)` (whether the
+case reaches the model through it) and `how_to_reach` (the flag that would). Backends register through
+the entry-point group `ladder.backends`, as probes do through `ladder.probes`; a backend that fails to
+load is left out with its reason in `problems()`.
+
+The runner asks `missing_capabilities(case, probe.capabilities)` before each rung: a probe that needs a
+capability no reached backend offers is a `skip` that names it and the backend that offers it, never a
+`pass` on a path that could not measure.
 """
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
+
+GROUP = "ladder.backends"
+
+_runtime: dict[str, type] = {}
+_problems: list[str] = []
+
+
+def register_backend(backend: type) -> None:
+    """Add a backend class at run time (tests, notebooks). Names already taken are refused."""
+    if backend.name in backend_classes():
+        raise ValueError(f"backend {backend.name!r} is already registered")
+    _runtime[backend.name] = backend
+
+
+def unregister_backend(name: str) -> None:
+    _runtime.pop(name, None)
+
+
+def backend_classes() -> dict[str, type]:
+    """Every backend class by name: the entry-point group's, then those registered at run time."""
+    found: dict[str, type] = {}
+    for ep in sorted(entry_points(group=GROUP), key=lambda ep: ep.name):
+        try:
+            module, _, attr = ep.value.partition(":")
+            found.setdefault(ep.name, getattr(importlib.import_module(module), attr))
+        except Exception as exc:  # a broken plugin never stops ladder
+            message = f"backend {ep.name!r} ({ep.value}) failed to load: {exc}"
+            if message not in _problems:
+                _problems.append(message)
+    return {**found, **_runtime}
+
+
+def problems() -> list[str]:
+    return list(_problems)
+
+
+def reached_backends(case: Any) -> dict[str, frozenset[str]]:
+    """The backends the case reaches the model through, with the capabilities each offers."""
+    return {name: frozenset(cls.capabilities) for name, cls in backend_classes().items() if cls.reaches(case)}
+
+
+def missing_capabilities(case: Any, wanted: tuple[str, ...]) -> tuple[list[str], str] | None:
+    """None when the reached backends offer every capability in `wanted` (or the case reaches none: then
+    the probe's `needs` say what to give); else the missing ones and a sentence naming who offers them."""
+    reached = reached_backends(case)
+    if not reached or not wanted:
+        return None
+    offered = frozenset().union(*reached.values())
+    missing = [capability for capability in wanted if capability not in offered]
+    if not missing:
+        return None
+    plural = len(missing) > 1
+    names = ", ".join(f"`{c}`" for c in missing)
+    through = " and ".join(f"the {name} backend" for name in reached)
+    offers = [f"the {name} backend ({cls.how_to_reach})" for name, cls in backend_classes().items()
+              if name not in reached and set(missing) <= set(cls.capabilities)]
+    where = f"; {' or '.join(offers)} {'offer' if len(offers) > 1 else 'offers'} {'them' if plural else 'it'}" \
+        if offers else "; no installed backend offers " + ("them" if plural else "it")
+    return missing, f"needs the {names} capabilit{'ies' if plural else 'y'}, which {through} cannot give{where}"

@@ -7,7 +7,7 @@ every rung. Everything here uses public transformers 5 APIs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from ladder.probes.base import ProbeContext
@@ -39,6 +39,13 @@ class HFModel:
     tokenizer: Any
     loading_info: dict[str, Any] = field(default_factory=dict)
     capabilities: frozenset[str] = CAPABILITIES
+    name: ClassVar[str] = "hf"
+    how_to_reach: ClassVar[str] = "give --model DIR"
+
+    @staticmethod
+    def reaches(case: Any) -> bool:
+        """A case reaches the model in-process when it names the checkpoint."""
+        return bool(getattr(case, "model", None))
 
     @classmethod
     def load(cls, path: str, *, device: str | None = None, dtype: str = "auto",

@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from ladder.probes.base import ProbeContext
@@ -43,10 +43,17 @@ class ServedModel:
     url: str  # the API root, e.g. http://127.0.0.1:8000/v1
     model: str | None = None
     api_key_env: str | None = None
-    capabilities: frozenset[str] = frozenset({"chat", "completions"})
+    capabilities: frozenset[str] = frozenset({"chat", "completions"})  # `logprobs` when discover() sees them
     requests: int = 0
     seconds: float = 0.0
     listed: list[str] = field(default_factory=list)
+    name: ClassVar[str] = "openai"
+    how_to_reach: ClassVar[str] = "give --endpoint URL"
+
+    @staticmethod
+    def reaches(case: Any) -> bool:
+        """A case reaches a served model when it names the server's endpoint."""
+        return bool(getattr(case, "endpoint", None))
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
