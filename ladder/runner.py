@@ -216,12 +216,12 @@ class Runner:
             if hint:
                 return Finding(status=Status.SKIP, summary=f"needs {hint}",
                                evidence={"missing_input": need})
-        lacking = missing_capabilities(self.case, probe_class.capabilities)
+        reached = reached_backends(self.case)
+        lacking = missing_capabilities(reached, probe_class.capabilities)
         if lacking:
             missing, sentence = lacking
             return Finding(status=Status.SKIP, summary=sentence,
-                           evidence={"missing_capabilities": missing,
-                                     "backends": sorted(reached_backends(self.case))})
+                           evidence={"missing_capabilities": missing, "backends": sorted(reached)})
 
         def progress(message: str, fraction: float | None) -> None:
             self.on_event(RungProgress(rung, message, fraction))

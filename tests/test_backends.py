@@ -8,7 +8,8 @@ from typing import Any, ClassVar
 import pytest
 
 from helpers import engine_registry, write
-from ladder.backends import backend_classes, missing_capabilities, register_backend, unregister_backend
+from ladder.backends import (backend_classes, missing_capabilities, reached_backends, register_backend,
+                             unregister_backend)
 from ladder.case import Case
 from ladder.loader import load_ladder
 from ladder.models import Status
@@ -91,11 +92,11 @@ def test_a_registered_backend_that_offers_the_capability_lets_the_probe_run(tmp_
         assert result.status is Status.PASS and CountsRuns.runs == 1
     finally:
         unregister_backend(HiddenStatesServer.name)
-    assert missing_capabilities(Case(endpoint=ENDPOINT), ("hidden_states",)) is not None
+    assert missing_capabilities(reached_backends(Case(endpoint=ENDPOINT)), ("hidden_states",)) is not None
 
 
 def test_no_backend_reached_leaves_the_verdict_to_the_probes_needs():
-    assert missing_capabilities(Case(), ("weights",)) is None
-    lacking = missing_capabilities(Case(model="/nowhere"), ("chat", "completions"))
+    assert missing_capabilities(reached_backends(Case()), ("weights",)) is None
+    lacking = missing_capabilities(reached_backends(Case(model="/nowhere")), ("chat", "completions"))
     assert lacking is not None and lacking[0] == ["chat", "completions"]
     assert "openai backend (give --endpoint URL) offers them" in lacking[1]

@@ -6,13 +6,14 @@ case reaches the model through it) and `how_to_reach` (the flag that would). Bac
 the entry-point group `ladder.backends`, as probes do through `ladder.probes`; a backend that fails to
 load is left out with its reason in `problems()`.
 
-The runner asks `missing_capabilities(case, probe.capabilities)` before each rung: a probe that needs a
-capability no reached backend offers is a `skip` that names it and the backend that offers it, never a
-`pass` on a path that could not measure.
+The runner asks `missing_capabilities(reached_backends(case), probe.capabilities)` before each rung: a
+probe that needs a capability no reached backend offers is a `skip` that names it and the backend that
+offers it, never a `pass` on a path that could not measure.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 from importlib.metadata import entry_points
 from typing import Any
@@ -36,6 +37,12 @@ def unregister_backend(name: str) -> None:
 
 def backend_classes() -> dict[str, type]:
     """Every backend class by name: the entry-point group's, then those registered at run time."""
+    return {**_installed_backends(), **_runtime}
+
+
+@functools.lru_cache(maxsize=1)
+def _installed_backends() -> dict[str, type]:
+    """The entry-point group's backend classes, looked up once per process."""
     found: dict[str, type] = {}
     for ep in sorted(entry_points(group=GROUP), key=lambda ep: ep.name):
         try:
@@ -45,7 +52,7 @@ def backend_classes() -> dict[str, type]:
             message = f"backend {ep.name!r} ({ep.value}) failed to load: {exc}"
             if message not in _problems:
                 _problems.append(message)
-    return {**found, **_runtime}
+    return found
 
 
 def problems() -> list[str]:
@@ -57,10 +64,11 @@ def reached_backends(case: Any) -> dict[str, frozenset[str]]:
     return {name: frozenset(cls.capabilities) for name, cls in backend_classes().items() if cls.reaches(case)}
 
 
-def missing_capabilities(case: Any, wanted: tuple[str, ...]) -> tuple[list[str], str] | None:
-    """None when the reached backends offer every capability in `wanted` (or the case reaches none: then
-    the probe's `needs` say what to give); else the missing ones and a sentence naming who offers them."""
-    reached = reached_backends(case)
+def missing_capabilities(reached: dict[str, frozenset[str]],
+                         wanted: tuple[str, ...]) -> tuple[list[str], str] | None:
+    """None when the `reached` backends (`reached_backends(case)`) offer every capability in `wanted` (or the
+    case reaches none: then the probe's `needs` say what to give); else the missing ones and a sentence
+    naming who offers them."""
     if not reached or not wanted:
         return None
     offered = frozenset().union(*reached.values())
