@@ -107,3 +107,32 @@ def test_harness_in_training_mode_fails(tmp_path):
 def test_skips_without_a_model(tmp_path):
     result = run_rung("numerics", tmp_path)
     assert result.status == Status.SKIP and "--model" in result.summary
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("style", ["chatml", "gemma"])
+def test_reduced_precision_block_by_block_equals_a_whole_copy_and_leaves_the_weights(style):
+    """The float16/bfloat16 pass casts one block at a time instead of copying the model: the logits and
+    per-layer maxima are those of a whole copy cast to the dtype, and the model's own tensors are untouched."""
+    import copy
+
+    import torch
+
+    from ladder.backends.hf import HFModel
+    from ladder.harness import DEFAULT_PROMPTS
+    from ladder.internals import probe_batch
+    from ladder.probes.numerics import forward_max_abs, run_in_dtype
+
+    hf = HFModel.load(str(chat_model_dir(style)))
+    batch = probe_batch(hf, [prompt for prompt, _ in DEFAULT_PROMPTS])
+    mask = batch.attention_mask.bool()
+    tensors = {name: (tensor, tensor.clone()) for name, tensor in hf.model.state_dict(keep_vars=True).items()}
+    for dtype in (torch.float16, torch.bfloat16):
+        whole_logits, whole_maxima = forward_max_abs(copy.deepcopy(hf.model).to(dtype), batch)
+        logits, maxima = run_in_dtype(hf.model, dtype, batch)
+        assert torch.allclose(logits[mask], whole_logits[mask], atol=1e-3, rtol=0), dtype
+        assert maxima == pytest.approx(whole_maxima, rel=1e-3), dtype
+        assert not torch.equal(logits[mask], forward_max_abs(hf.model, batch)[0][mask]), "it did run reduced"
+    for name, (tensor, original) in tensors.items():
+        now = hf.model.state_dict(keep_vars=True)[name]
+        assert now is tensor and now.dtype == original.dtype and torch.equal(now, original), name

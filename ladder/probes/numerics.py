@@ -7,7 +7,8 @@ What it checks:
     as the tap recorded, and any the rung's `dtypes` asks for; a failure there fails) and in the
     `probe_dtypes` (float16, bfloat16; a failure there warns) against the same pass in float32:
     per decoder layer the largest |activation| against the dtype's largest finite value, and the
-    KL divergence of the next-token distributions. Whether your harness called the model in
+    KL divergence of the next-token distributions. A reduced precision is applied one block (decoder
+    layer, embedding, head) at a time, so the model is never copied: at most one layer exists twice. Whether your harness called the model in
     training mode (from the tap's recordings, when a harness ran), and whether two identical
     forward passes in that mode agree (dropout active). Where the model offers both, the eager
     and SDPA attention implementations on the same batch.
@@ -33,6 +34,7 @@ Fix:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -127,26 +129,98 @@ def mean_kl(reference, other, mask) -> float:
 
 
 def run_in_dtype(model, dtype, batch):
-    """Logits and per-layer maxima of `model` run in `dtype`: cast in place when that is lossless
-    (to float32 and back), else on a copy."""
-    import copy
-
+    """Logits and per-layer maxima of `model` run in `dtype`. Widening to float32 is lossless, so the model
+    is cast in place and back; a reduced precision is applied one block at a time (`cast_block_by_block`),
+    so at most one decoder layer's weights exist twice: the model is never copied."""
     import torch
 
     own = model.dtype
     if dtype == own:
         return forward_max_abs(model, batch)
-    if dtype == torch.float32:  # widening is lossless, so cast in place and back
+    if dtype == torch.float32:
         model.to(dtype)
         try:
             return forward_max_abs(model, batch)
         finally:
             model.to(own)
-    clone = copy.deepcopy(model).to(dtype)
+    with cast_block_by_block(model, dtype):
+        return forward_max_abs(model, batch)
+
+
+def casting_blocks(model) -> list[tuple[Any, bool]]:
+    """(module, recurse) cast together: each decoder layer whole, and every module outside the layers that
+    holds parameters or floating buffers of its own (embeddings, final norm, head, rotary tables)."""
+    from ladder.internals import decoder_layers
+
+    _, layers = decoder_layers(model)
+    inside = {id(module) for layer in layers for module in layer.modules()}
+    blocks = [(layer, True) for layer in layers]
+    for module in model.modules():
+        if id(module) in inside:
+            continue
+        own = list(module.parameters(recurse=False)) + [b for b in module.buffers(recurse=False)
+                                                        if b.is_floating_point()]
+        if any(t.is_floating_point() for t in own):
+            blocks.append((module, False))
+    return blocks
+
+
+@contextlib.contextmanager
+def cast_block_by_block(model, dtype):
+    """While active, every block (`casting_blocks`) runs in `dtype`: its floating weights and buffers are
+    cast just before its forward and put back right after, and the hidden state entering a decoder layer
+    is cast, so activations flow in `dtype` from block to block as in a model loaded in it."""
+    import torch
+
+    def tensors(module, recurse):
+        owners = module.modules() if recurse else [module]
+        for owner in owners:
+            for kind in ("_parameters", "_buffers"):
+                for name, tensor in getattr(owner, kind).items():
+                    if tensor is not None and tensor.is_floating_point() and tensor.dtype != dtype:
+                        yield owner, kind, name, tensor
+
+    def make_hooks(module, recurse, is_layer):
+        saved: list = []
+
+        def before(_module, args, kwargs):
+            for owner, kind, name, tensor in list(tensors(module, recurse)):
+                if kind == "_parameters":
+                    saved.append((owner, kind, name, tensor.data))
+                    tensor.data = tensor.data.to(dtype)
+                else:
+                    saved.append((owner, kind, name, tensor))
+                    owner._buffers[name] = tensor.to(dtype)
+            if not is_layer:
+                return None
+            cast = [a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() and i == 0 else a
+                    for i, a in enumerate(args)]
+            hidden = kwargs.get("hidden_states")
+            if isinstance(hidden, torch.Tensor) and hidden.is_floating_point():
+                kwargs = {**kwargs, "hidden_states": hidden.to(dtype)}
+            return tuple(cast), kwargs
+
+        def after(_module, _args, _kwargs, _output):
+            while saved:
+                owner, kind, name, original = saved.pop()
+                if kind == "_parameters":
+                    owner._parameters[name].data = original
+                else:
+                    owner._buffers[name] = original
+            return None
+
+        return before, after
+
+    handles = []
     try:
-        return forward_max_abs(clone, batch)
+        for module, recurse in casting_blocks(model):
+            before, after = make_hooks(module, recurse, recurse)
+            handles.append(module.register_forward_pre_hook(before, with_kwargs=True))
+            handles.append(module.register_forward_hook(after, with_kwargs=True, always_call=True))
+        yield
     finally:
-        del clone
+        for handle in handles:
+            handle.remove()
 
 
 def harness_modes(ctx: ProbeContext) -> dict[str, Any] | None:
