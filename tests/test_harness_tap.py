@@ -215,3 +215,17 @@ def test_http_requests_become_call_records_only_for_completion_endpoints():
                                  ("POST", "http://h/v1/completions", b"not json"),
                                  ("POST", "http://h/v1/completions", b"[1, 2]")):
         assert http_generation_record(method, url, payload) is None
+
+
+def test_default_prompts_have_distinct_answers_and_their_references_match():
+    """A model that gives one reply to everything (a collapsed path) can be right on at most one default prompt,
+    and every reference answer the internals rungs score is one its prompt's regex accepts."""
+    import re
+
+    from ladder.harness import DEFAULT_ANSWERS, DEFAULT_PROMPTS
+
+    assert len(DEFAULT_PROMPTS) >= 12 and set(DEFAULT_ANSWERS) == {prompt for prompt, _ in DEFAULT_PROMPTS}
+    for prompt, pattern in DEFAULT_PROMPTS:
+        assert re.search(pattern, DEFAULT_ANSWERS[prompt]), prompt
+        others = [answer for other, answer in DEFAULT_ANSWERS.items() if other != prompt]
+        assert not any(re.search(pattern, answer) for answer in others), (prompt, "accepts another's answer")

@@ -6,6 +6,7 @@ under "harness:calls" (`harness_run(ctx)`). Importing this package imports no to
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from ladder.harness.run import HarnessRun, read_transcript, run_command, run_function
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from ladder.case import Case
     from ladder.models import Finding
     from ladder.probes.base import ProbeContext
+    from ladder.resources import Resources
 
 __all__ = ["HarnessProbe", "HarnessRun", "harness_run", "harness_error_finding", "probe_prompts", "run_harness",
            "DEFAULT_PROMPTS", "DEFAULT_ANSWERS"]
@@ -29,6 +31,12 @@ DEFAULT_PROMPTS: tuple[tuple[str, str], ...] = (
     ("How many legs does a dog have?", r"(?i)\b4\b|\bfour\b"),
     ("Say hello.", r"(?i)\b(hello|hi|hey|greetings)\b"),
     ("What is 10 minus 4?", r"(?i)\b6\b|\bsix\b"),
+    ("What is 4 plus 4?", r"(?i)\b8\b|\beight\b"),
+    ("How many days are in a week?", r"(?i)\b7\b|\bseven\b"),
+    ("Add 3 and 8.", r"(?i)\b11\b|\beleven\b"),
+    ("What color is the sky on a clear day?", r"(?i)\bblue\b"),
+    ("How much is 6 plus 7?", r"(?i)\b13\b|\bthirteen\b"),
+    ("What is the largest planet in the solar system?", r"(?i)\bjupiter\b"),
 )
 # A reference reply to each default prompt: text a rung can score the model on (its loss on a reply) when the
 # case gives no data of its own.
@@ -39,6 +47,12 @@ DEFAULT_ANSWERS: dict[str, str] = {
     "How many legs does a dog have?": "4",
     "Say hello.": "Hello!",
     "What is 10 minus 4?": "6",
+    "What is 4 plus 4?": "8",
+    "How many days are in a week?": "7",
+    "Add 3 and 8.": "11",
+    "What color is the sky on a clear day?": "Blue",
+    "How much is 6 plus 7?": "13",
+    "What is the largest planet in the solar system?": "Jupiter",
 }
 
 
@@ -50,10 +64,14 @@ def probe_prompts(case: "Case") -> list[dict[str, Any]]:
 
 
 def run_harness(case: "Case", prompts: list[str], *, redirect: dict[str, str] | None = None,
-                batch: bool = False) -> HarnessRun:
-    """Run the case's harness (function, command or transcript) on `prompts` under the tap."""
+                batch: bool = False, resources: "Resources | None" = None) -> HarnessRun:
+    """Run the case's harness (function, command or transcript) on `prompts` under the tap. Given the run's
+    `resources`, an in-process harness that loads the case's model (or base) the way ladder did is handed
+    ladder's loaded instance: one copy of the weights (`lent_models`)."""
     if case.harness:
-        return run_function(case.harness, prompts, timeout=case.harness_timeout, redirect=redirect, batch=batch)
+        with lent_models(case, resources) as lenders:
+            return run_function(case.harness, prompts, timeout=case.harness_timeout, redirect=redirect,
+                                batch=batch, lenders=lenders)
     if case.harness_cmd:
         return run_command(case.harness_cmd, prompts, timeout=case.harness_timeout, redirect=redirect)
     if case.transcript:
@@ -61,6 +79,28 @@ def run_harness(case: "Case", prompts: list[str], *, redirect: dict[str, str] | 
             raise ValueError("a transcript cannot be re-run with another model")
         return read_transcript(case.transcript)
     raise ValueError("the case has no harness")
+
+
+@contextlib.contextmanager
+def lent_models(case: "Case", resources: "Resources | None"):
+    """ladder's loaded models by path, for the tap to lend; afterwards each goes back to eval mode, and one
+    the harness changed (weights, dtype, device, config, generation config) is released, so ladder's next
+    rung loads a fresh copy instead of measuring the harness's edits."""
+    loaded = {}
+    for which in ("model", "base"):
+        hf = resources.peek(f"hf:{which}") if resources is not None else None
+        if hf is not None and getattr(hf, "model", None) is not None and getattr(case, which):
+            loaded[f"hf:{which}"] = hf
+    before = {key: hf.lend_state() for key, hf in loaded.items()}
+    try:
+        yield {hf.path: hf for hf in loaded.values()}
+    finally:
+        for key, hf in loaded.items():
+            if hf.model is None:
+                continue
+            hf.model.eval()
+            if hf.lend_state() != before[key]:
+                resources.release(key)
 
 
 def harness_run(ctx: "ProbeContext") -> HarnessRun:
@@ -75,7 +115,7 @@ def harness_run(ctx: "ProbeContext") -> HarnessRun:
     def build() -> HarnessRun:
         ctx.progress("running your harness under the tap", None)
         prompts = [p["prompt"] for p in probe_prompts(case)]
-        return run_harness(case, prompts, batch=True)
+        return run_harness(case, prompts, batch=True, resources=ctx.resources)
 
     return ctx.resources.get("harness:calls", build)
 

@@ -141,7 +141,7 @@ class PromptFormat(HarnessProbe):
             "samples": [{"prompt": user_texts[j], "format": kinds[rows[j]].kind,
                          "harness_answer": harness_path["replies"][j], "template_answer": template_path["replies"][j],
                          "harness_correct": harness_path["correct"][j], "template_correct": template_path["correct"][j]}
-                        for j in range(min(8, len(rows)))],
+                        for j in range(min(16, len(rows)))],
         })
         better, reasons = _template_clearly_better(table, params)
         differ = disagreement(harness_path["replies"], template_path["replies"])
