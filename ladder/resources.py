@@ -97,6 +97,14 @@ class Resources:
         """The resource if already built, else None (never builds)."""
         return self._values.get(key)
 
+    def release(self, key: str) -> None:
+        """Forget one built resource (closing it), so the next `get` builds it afresh."""
+        with self._lock:
+            value = self._values.pop(key, None)
+        closer = getattr(value, "close", None)
+        if callable(closer):
+            closer()
+
     def close(self) -> None:
         """Release everything: call `close()` where a resource has one, free accelerator memory."""
         with self._lock:

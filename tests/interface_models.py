@@ -179,9 +179,9 @@ def variant_harness(folder: Path, model: Path, *, mode: str = "template", tokeni
     return f"{path}:ask"
 
 
-def run_rungs(folder: Path, keep: list[str], *, keep_going: bool = True, **case_keys):
-    """Write a case and a ladder of only the `keep` rungs (the shipped ones, others disabled); run it.
-    Returns (report, runner)."""
+def rungs_runner(folder: Path, keep: list[str], *, keep_going: bool = True, **case_keys):
+    """A runner of a case with `case_keys` and a ladder of only the `keep` rungs (the shipped ones, others
+    disabled), not yet run."""
     from ladder.case import load_case
     from ladder.loader import load_ladder
     from ladder.runner import Runner
@@ -192,7 +192,12 @@ def run_rungs(folder: Path, keep: list[str], *, keep_going: bool = True, **case_
     ladder_file.write_text(json.dumps({"name": "interface-only", "extends": "llm-checkpoint", "disable": others}),
                            encoding="utf-8")
     case = load_case(write_case(folder, **{k: (str(v) if isinstance(v, Path) else v) for k, v in case_keys.items()}))
-    runner = Runner(load_ladder(str(ladder_file)), case, keep_going=keep_going)
+    return Runner(load_ladder(str(ladder_file)), case, keep_going=keep_going)
+
+
+def run_rungs(folder: Path, keep: list[str], *, keep_going: bool = True, **case_keys):
+    """Run `rungs_runner(folder, keep, ...)`. Returns (report, runner)."""
+    runner = rungs_runner(folder, keep, keep_going=keep_going, **case_keys)
     return runner.run(), runner
 
 

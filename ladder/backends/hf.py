@@ -6,6 +6,7 @@ every rung. Everything here uses public transformers 5 APIs.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -39,6 +40,8 @@ class HFModel:
     tokenizer: Any
     loading_info: dict[str, Any] = field(default_factory=dict)
     capabilities: frozenset[str] = CAPABILITIES
+    requested_dtype: str = "auto"  # what ladder asked from_pretrained for (lending compares a harness's ask)
+    as_loaded: dict[str, Any] | None = None  # `lend_state()` right after loading: lent only while it holds
     name: ClassVar[str] = "hf"
     how_to_reach: ClassVar[str] = "give --model DIR"
 
@@ -67,7 +70,10 @@ class HFModel:
         if not placement:
             model.to("cpu" if device in (None, "auto") else device)
         model.eval()
-        return cls(path=path, model=model, tokenizer=tokenizer, loading_info=info or {})
+        loaded = cls(path=path, model=model, tokenizer=tokenizer, loading_info=info or {},
+                     requested_dtype=str(dtype or "auto"))
+        loaded.as_loaded = loaded.lend_state()
+        return loaded
 
     @property
     def device(self):
@@ -92,6 +98,52 @@ class HFModel:
                 "training": bool(self.model.training),
                 "attention": getattr(self.model.config, "_attn_implementation", None),
                 "parameters": len(params), "weights": sums}
+
+    # ---- lending the loaded instance to an in-process harness ---------------------------
+
+    def lends_to(self, cls: type, args: tuple, kwargs: dict[str, Any]) -> bool:
+        """Whether `cls.from_pretrained(self.path, *args, **kwargs)` from a harness would give a model equal to
+        this instance, so the harness can be handed it instead of loading a second copy: the same class, no
+        positional extras, and only load options that change nothing here (the same dtype, the CPU, the same
+        attention implementation, the checkpoint's own config)."""
+        import torch
+
+        model = self.model
+        if model is None or args or type(model) is not cls or getattr(model, "hf_device_map", None):
+            return False
+        if self.as_loaded is None or self.lend_state() != self.as_loaded or model.training:
+            return False  # not as from_pretrained gave it any more
+        on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+        for key, value in kwargs.items():
+            if key in ("revision", "adapter_kwargs", "subfolder") and value in (None, "", "main", {}):
+                continue
+            if key in ("trust_remote_code", "local_files_only", "low_cpu_mem_usage", "use_safetensors",
+                       "cache_dir", "token", "force_download"):
+                continue
+            if key in ("dtype", "torch_dtype"):
+                if value in (None, "auto") and self.requested_dtype == "auto":
+                    continue
+                if value not in (None, "auto") and str(value).replace("torch.", "") == str(model.dtype).replace(
+                        "torch.", ""):
+                    continue
+                return False
+            if key == "device_map" and on_cpu and (value in ("cpu", {"": "cpu"}) or value == torch.device("cpu")):
+                continue
+            if key == "attn_implementation" and value == getattr(model.config, "_attn_implementation", None):
+                continue
+            if key == "config" and not isinstance(value, (str, os.PathLike)) and \
+                    type(value) is type(model.config) and _config_dict(value) == _config_dict(model.config):
+                continue
+            return False
+        return on_cpu
+
+    def lend_state(self) -> dict[str, Any]:
+        """What a harness must leave as it found it on a lent instance: the fingerprint, config and
+        generation config (the train/eval mode is put back, not compared)."""
+        generation = getattr(self.model, "generation_config", None)
+        return {"fingerprint": {k: v for k, v in self.fingerprint().items() if k != "training"},
+                "config": _config_dict(self.model.config),
+                "generation_config": generation.to_dict() if generation is not None else None}
 
     # ---- prompts ------------------------------------------------------------------------
 
@@ -166,6 +218,14 @@ class HFModel:
 
     def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+
+def _config_dict(config) -> dict[str, Any]:
+    """A model config as a dict, without the load-time bookkeeping transformers adds."""
+    data = config.to_dict()
+    for key in ("_name_or_path", "transformers_version", "_attn_implementation_autoset"):
+        data.pop(key, None)
+    return data
 
 
 def hf_model(ctx: "ProbeContext", which: str = "model") -> HFModel:

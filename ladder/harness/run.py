@@ -145,11 +145,13 @@ def load_callable(spec: str) -> tuple[Any, Callable]:
 
 
 def run_function(spec: str, prompts: list[str], *, timeout: float = 300.0,
-                 redirect: dict[str, str] | None = None, batch: bool = False) -> HarnessRun:
-    """Import the harness and call it once per prompt under the tap (and its batch entry point if asked)."""
+                 redirect: dict[str, str] | None = None, batch: bool = False,
+                 lenders: dict[str, Any] | None = None) -> HarnessRun:
+    """Import the harness and call it once per prompt under the tap (and its batch entry point if asked);
+    `lenders` are ladder's loaded models the harness may be handed (see `Tap`)."""
     run = HarnessRun(form="function", spec=spec, redirect=dict(redirect or {}))
     captured = io.StringIO()  # the harness's prints and progress bars stay out of ladder's output
-    with Tap(redirect=redirect) as tap, contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+    with Tap(redirect=redirect, lenders=lenders) as tap, contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
         tap.mark("import")
         try:
             module, function = _call_with_timeout(lambda: load_callable(spec), timeout)

@@ -13,6 +13,11 @@ changed.
 gets the base (harness-control runs the base through the exact same harness
 path this way). Tokenizers are never redirected: they are part of the path.
 
+`lenders` maps a model path to ladder's own loaded instance of it: a harness that
+loads that checkpoint the same way (same class, dtype, device, config) is handed
+ladder's instance instead of a second copy of the weights; the load record says
+`lent_by_ladder`. Any other load goes through untouched.
+
 A harness that calls a server is recorded too: every POST to an OpenAI-compatible
 `/completions` or `/chat/completions` endpoint made through `http.client`
 (`urllib`), `urllib3` (`requests`) or `httpx` (the `openai` client) becomes a call record
@@ -79,8 +84,12 @@ class Tap:
     `tap.mark(label)` tags the calls that follow (the prompt being run).
     """
 
-    def __init__(self, redirect: dict[str, str] | None = None, on_record=None):
+    def __init__(self, redirect: dict[str, str] | None = None, on_record=None, lenders: dict[str, Any] | None = None):
         self.redirect = {os.fspath(k): os.fspath(v) for k, v in (redirect or {}).items()}
+        # model path -> ladder's loaded model (an HFModel): a harness loading that checkpoint the same way is
+        # handed ladder's instance instead of a second copy of the weights (`HFModel.lends_to`)
+        self.lenders = {os.path.realpath(os.fspath(k)): v for k, v in (lenders or {}).items()}
+        self.lent: list[Any] = []  # the lenders whose model the harness was handed
         self.on_record = on_record  # called with ("call" | "load", record) as each is made
         self.calls: list[dict[str, Any]] = []
         self.loads: list[dict[str, Any]] = []
@@ -148,6 +157,12 @@ class Tap:
                         if "config" in kwargs and not isinstance(kwargs["config"], (str, os.PathLike)):
                             kwargs.pop("config")
             depth = getattr(_depth, kind, 0)
+            lender = tap._lender(kind, depth, cls, path, args, kwargs)
+            if lender is not None:
+                tap.lent.append(lender)
+                record = tap._load_record(kind, cls, requested, redirected, kwargs, lender.model)
+                tap._record("load", {**record, "lent_by_ladder": True})
+                return lender.model
             setattr(_depth, kind, depth + 1)
             try:
                 result = function(cls, path, *args, **kwargs)
@@ -158,6 +173,18 @@ class Tap:
             return result
 
         self._patch(owner, "from_pretrained", classmethod(from_pretrained))
+
+    def _lender(self, kind, depth, cls, path, args, kwargs):
+        """The lender whose instance this outermost model load gets, if one lends to it."""
+        if kind != "model" or depth or not self.lenders or not isinstance(path, (str, os.PathLike)):
+            return None
+        lender = self.lenders.get(os.path.realpath(os.fspath(path)))
+        if lender is None or any(lent is lender for lent in self.lent):
+            return None
+        try:
+            return lender if lender.lends_to(cls, args, kwargs) else None
+        except Exception:  # lending is an optimisation: when in doubt the harness loads its own copy
+            return None
 
     def _load_record(self, kind, cls, requested, redirected, kwargs, result) -> dict[str, Any]:
         loaded = result[0] if isinstance(result, tuple) else result

@@ -60,7 +60,8 @@ class HarnessControl(HarnessProbe):
 
         def build_base_run():
             ctx.progress("running your harness with the base model swapped in", None)
-            return run_harness(case, [p["prompt"] for p in prompts], redirect={case.model: case.base})
+            return run_harness(case, [p["prompt"] for p in prompts], redirect={case.model: case.base},
+                               resources=ctx.resources)
 
         base_run = ctx.resources.get("harness:calls:base", build_base_run)
         if (problem := harness_error_finding(base_run, ctx)) is not None:

@@ -113,12 +113,13 @@ class LoadReport(Probe):
 
         params: Params = ctx.params
         folder = Path(ctx.case.model)
+        hf_model(ctx)  # loaded before the harness runs, so that a harness loading it the same way shares it
         run = None
         if ctx.case.harness or ctx.case.harness_cmd or ctx.case.transcript:
             run = harness_run(ctx)
             if (problem := harness_error_finding(run, ctx)) is not None:
                 return problem
-        model = hf_model(ctx)
+        model = hf_model(ctx)  # a fresh copy when the harness changed the one it was lent
         info = model.loading_info or {}
         missing = sorted(info.get("missing_keys") or [])
         unexpected = sorted(info.get("unexpected_keys") or [])
@@ -168,6 +169,7 @@ class LoadReport(Probe):
             "dtype": {"on_disk": stored, "in_memory_harness": harness_dtypes, "in_memory_ladder": ladder_dtype},
             "adapter_dirs": [str(a) for a in adapters], "adapter_applied_in_harness": applied,
             "harness_loaded": loaded_paths, "model": str(folder),
+            "harness_shared_ladders_copy": any(load.get("lent_by_ladder") for load in loads),
         }
         if problems:
             return failed("; ".join(problems), problems=problems, warnings=warnings, **evidence)

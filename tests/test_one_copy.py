@@ -1,0 +1,76 @@
+"""One copy of the weights: an in-process harness that loads the case's model the way ladder did is handed
+ladder's instance (one load in the run); one that loads it otherwise keeps its own; one that changes the
+instance it was lent leaves ladder a fresh copy, and the verdicts are those of the unshared run."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from interface_models import chat_model_dir, rung, rungs_runner
+
+pytestmark = pytest.mark.slow
+
+HARNESS = '''
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+_tok = AutoTokenizer.from_pretrained({model!r})
+_model = AutoModelForCausalLM.from_pretrained({model!r}{load})
+{after_load}
+open({id_file!r}, "w").write(str(id(_model)))
+
+
+def ask(prompt):
+    ids = _tok(prompt, return_tensors="pt")["input_ids"].to(_model.device)
+    with torch.no_grad():
+        out = _model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
+                              do_sample=False)
+    return _tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+'''
+
+
+def run_with(tmp_path, load: str = "", after_load: str = ""):
+    model = chat_model_dir("chatml")
+    id_file = tmp_path / "harness_model_id"
+    path = tmp_path / "harness.py"
+    path.write_text(textwrap.dedent(HARNESS).format(model=str(model), load=load, after_load=after_load,
+                                                    id_file=str(id_file)), encoding="utf-8")
+    runner = rungs_runner(tmp_path / "case", ["load-report", "prompt-format"], model=model, harness=f"{path}:ask")
+    runner.walk(runner.ladder.order, stop_at_fail=False)  # not `run()`, which closes the resources inspected here
+    try:
+        loads = runner.resources.peek("harness:calls").model_loads()
+        ladders = runner.resources.peek("hf:model").model
+        return runner.report(), runner, loads, int(id_file.read_text()), ladders
+    finally:
+        runner.resources.close()
+
+
+def test_a_harness_loading_the_model_as_ladder_did_is_handed_ladders_instance(tmp_path):
+    report, runner, loads, harness_model, ladders = run_with(tmp_path, load=", dtype='auto'")
+    assert runner.resources.builds["hf:model"] == 1
+    assert harness_model == id(ladders)
+    assert [load.get("lent_by_ladder") for load in loads] == [True]
+    assert rung(report, "load-report").status.value == "pass", rung(report, "load-report").summary
+    assert rung(report, "load-report").evidence["harness_shared_ladders_copy"] is True
+    assert rung(report, "prompt-format").status.value == "fail"  # raw text: the founding case, shared or not
+
+
+def test_a_harness_loading_another_dtype_keeps_its_own_copy(tmp_path):
+    report, runner, loads, harness_model, ladders = run_with(tmp_path, load=", dtype=torch.float16")
+    assert harness_model != id(ladders)
+    assert not any(load.get("lent_by_ladder") for load in loads)
+    assert rung(report, "load-report").evidence["harness_shared_ladders_copy"] is False
+    dtypes = rung(report, "load-report").evidence["dtype"]
+    assert dtypes["in_memory_harness"] == ["torch.float16"] and dtypes["in_memory_ladder"] == "torch.float32"
+
+
+def test_a_harness_that_changes_its_lent_model_leaves_ladder_a_fresh_copy(tmp_path):
+    report, runner, loads, harness_model, ladders = run_with(tmp_path, after_load="_model.half()")
+    assert [load.get("lent_by_ladder") for load in loads] == [True]
+    assert runner.resources.builds["hf:model"] == 2 and id(ladders) != harness_model
+    assert str(ladders.dtype) == "torch.float32"
+    dtypes = rung(report, "load-report").evidence["dtype"]
+    assert dtypes["in_memory_harness"] == ["torch.float16"] and dtypes["in_memory_ladder"] == "torch.float32"
+    assert not any(r.status.value == "error" for r in report.rungs), [(r.id, r.summary) for r in report.rungs]
