@@ -97,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fixed", action="store_true", help="the same case with the harness and data corrected")
     _add_run_flags(demo)
 
+    preflight = sub.add_parser("preflight", help="before training: the data and config rungs, no model loaded",
+                               description="Walk only the rungs that need no model, harness or server "
+                                           "(data-count, label-mask, data-leak, config-read) on the case's data, "
+                                           "collator and config: seconds, before the first training step. Every "
+                                           "such rung runs; exit 1 when any fails.")
+    _add_case_flags(preflight)
+    _add_run_flags(preflight)
+
     rules = sub.add_parser("rules", help="print the walk order of a ladder")
     _add_ladder_flags(rules)
     rules.add_argument("--markdown", action="store_true", help="print a Markdown table (as in the README)")
@@ -278,6 +286,14 @@ def cmd_probe(args) -> int:
     return _run_and_report(case, args)
 
 
+def cmd_preflight(args) -> int:
+    from ladder.case import load_case
+
+    case = load_case(args.case, _case_overrides(args))
+    args.keep_going = True
+    return _run_and_report(case, args, preflight=True)
+
+
 def cmd_demo(args) -> int:
     from ladder.case import load_case
     from ladder.demo import prepare_demo
@@ -329,7 +345,7 @@ def _unwritable(folder: Path) -> str | None:
         return exc.strerror or type(exc).__name__
 
 
-def _run_and_report(case, args) -> int:
+def _run_and_report(case, args, preflight: bool = False) -> int:
     from ladder.cli_output import RunDisplay
     from ladder.loader import load_ladder
     from ladder.report.writers import write_report
@@ -338,6 +354,10 @@ def _run_and_report(case, args) -> int:
     _check_output_paths(args)
     registry = _registry(args)
     ladder_ = load_ladder(args.ladder, registry)
+    if preflight:
+        from ladder.preflight import preflight_ladder
+
+        ladder_ = preflight_ladder(ladder_, registry)
     _warn_plugin_problems(registry)
     display = RunDisplay()
     runner = Runner(ladder_, case, registry=registry, keep_going=args.keep_going,
@@ -356,7 +376,7 @@ def _run_and_report(case, args) -> int:
 
 
 COMMANDS = {
-    "probe": cmd_probe, "demo": cmd_demo, "rules": cmd_rules, "validate": cmd_validate,
+    "probe": cmd_probe, "preflight": cmd_preflight, "demo": cmd_demo, "rules": cmd_rules, "validate": cmd_validate,
     "explain": cmd_explain, "schema": cmd_schema, "probes": cmd_probes, "tui": cmd_tui,
 }
 

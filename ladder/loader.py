@@ -7,7 +7,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import BaseModel, ValidationError
 
@@ -37,6 +37,16 @@ class Ladder:
 
     def ordered(self) -> list[Rung]:
         return [self.rung(rung_id) for rung_id in self.order]
+
+    def only(self, keep: Callable[[Rung], bool], name: str | None = None) -> "Ladder":
+        """This ladder with only the rungs `keep` accepts (their `after` edges to the others dropped)."""
+        from ladder.graph import walk_order
+
+        kept_ids = {rung.id for rung in self.rungs if keep(rung)}
+        rungs = [rung.model_copy(update={"after": [a for a in rung.after if a in kept_ids]})
+                 for rung in self.rungs if rung.id in kept_ids]
+        return Ladder(name=name or self.name, description=self.description, source=self.source, rungs=rungs,
+                      order=walk_order(rungs))
 
 
 # ---- plain words for pydantic errors ---------------------------------------------------

@@ -50,6 +50,7 @@ def run_with(tmp_path, load: str = "", after_load: str = ""):
 def test_a_harness_loading_the_model_as_ladder_did_is_handed_ladders_instance(tmp_path):
     report, runner, loads, harness_model, ladders = run_with(tmp_path, load=", dtype='auto'")
     assert runner.resources.builds["hf:model"] == 1
+    assert sum(r.evidence.get("cost", {}).get("model_loads", 0) for r in report.rungs) == 1  # as the JSON says
     assert harness_model == id(ladders)
     assert [load.get("lent_by_ladder") for load in loads] == [True]
     assert rung(report, "load-report").status.value == "pass", rung(report, "load-report").summary

@@ -56,9 +56,10 @@ class HFModel:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from ladder.probes.base import install_forward_cancel_point
+        from ladder.probes.base import count_cost, install_forward_cancel_point
 
         install_forward_cancel_point()
+        count_cost("model_loads")
         _quiet_transformers()
         torch.set_num_threads(max(1, torch.get_num_threads()))
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)

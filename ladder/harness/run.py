@@ -151,7 +151,8 @@ def run_function(spec: str, prompts: list[str], *, timeout: float = 300.0,
     `lenders` are ladder's loaded models the harness may be handed (see `Tap`)."""
     run = HarnessRun(form="function", spec=spec, redirect=dict(redirect or {}))
     captured = io.StringIO()  # the harness's prints and progress bars stay out of ladder's output
-    with Tap(redirect=redirect, lenders=lenders) as tap, contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+    with Tap(redirect=redirect, lenders=lenders) as tap, contextlib.redirect_stdout(captured), \
+            contextlib.redirect_stderr(captured):
         tap.mark("import")
         try:
             module, function = _call_with_timeout(lambda: load_callable(spec), timeout)

@@ -8,10 +8,10 @@ What it checks:
     `probe_dtypes` (float16, bfloat16; a failure there warns) against the same pass in float32:
     per decoder layer the largest |activation| against the dtype's largest finite value, and the
     KL divergence of the next-token distributions. A reduced precision is applied one block (decoder
-    layer, embedding, head) at a time, so the model is never copied: at most one layer exists twice. Whether your harness called the model in
-    training mode (from the tap's recordings, when a harness ran), and whether two identical
-    forward passes in that mode agree (dropout active). Where the model offers both, the eager
-    and SDPA attention implementations on the same batch.
+    layer, embedding, head) at a time, so the model is never copied: at most one layer exists twice.
+    Whether your harness called the model in training mode (from the tap's recordings, when a
+    harness ran), and whether two identical forward passes in that mode agree (dropout active).
+    Where the model offers both, the eager and SDPA attention implementations on the same batch.
 
 Why it matters:
     A model trained in bfloat16 and run in float16 can overflow to inf in its residual stream:
