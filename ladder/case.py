@@ -37,6 +37,9 @@ class Case(BaseModel):
                                 description="The user's test code: `file.py:function` or `module:function`, called with one prompt.")
     harness_cmd: str | None = Field(default=None,
                                     description="A shell command that prompts the model; `{prompt}` is replaced by the quoted prompt.")
+    harness_model: str | None = Field(default=None,
+                                      description="The checkpoint your harness loads, when it is not `model` (a sweep "
+                                                  "swaps checkpoints): the harness's loads of it get `model` instead.")
     transcript: str | None = Field(default=None,
                                    description="JSONL of what a harness sent and received (see docs/transcript.md).")
     data: str | None = Field(default=None, description="Training data: a file or a folder of shards.")
@@ -75,7 +78,7 @@ class Case(BaseModel):
     source: str | None = Field(default=None, exclude=True)
 
 
-PATH_KEYS = ("model", "base", "data", "eval_data", "train_config", "run_dir", "batches", "transcript")
+PATH_KEYS = ("model", "base", "harness_model", "data", "eval_data", "train_config", "run_dir", "batches", "transcript")
 CALLABLE_KEYS = ("harness", "collator", "config_schema")  # `file.py:name` or `module:name`
 
 # need -> (case keys any of which satisfies it, how to give it)

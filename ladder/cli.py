@@ -20,6 +20,8 @@ CASE_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--base", "PATH", {"help": "the base model it was fine-tuned from"}),
     ("--harness", "FILE.py:FUNC", {"help": "your test code: a function called with one prompt, returning text"}),
     ("--harness-cmd", "CMD", {"help": "a shell command that prompts the model; {prompt} is replaced by the quoted prompt"}),
+    ("--harness-model", "PATH", {"help": "the checkpoint your harness loads, when it is not --model: its loads "
+                                         "of it get --model instead"}),
     ("--transcript", "F.jsonl", {"help": "what a harness sent and received, one JSON object per line"}),
     ("--data", "PATH", {"help": "training data: a file or a folder of shards"}),
     ("--eval-data", "PATH", {"help": "evaluation data"}),
@@ -104,6 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
                                            "such rung runs; exit 1 when any fails.")
     _add_case_flags(preflight)
     _add_run_flags(preflight)
+
+    sweep = sub.add_parser("sweep", help="the ladder once per checkpoint: a matrix of verdicts",
+                           description="Run the case once per checkpoint (the model swapped, the harness's loads "
+                                       "of the case's model redirected to it, every rung run), in parallel, and "
+                                       "print one matrix: a row per checkpoint, a column per rung, and the first "
+                                       "checkpoint where each rung turns from pass to fail.")
+    _add_case_flags(sweep)
+    sweep.add_argument("--models", metavar="GLOB", nargs="+", required=True,
+                       help="the checkpoints: folders or globs, e.g. 'runs/*/checkpoint-*' (quoted)")
+    sweep.add_argument("--jobs", type=int, metavar="N", help="checkpoints run at once (default: the cores)")
+    sweep.add_argument("--rung-timeout", type=float, metavar="S", help="seconds one rung may take")
+    sweep.add_argument("--json", metavar="F", help="write the matrix as JSON (schema ladder.sweep/1)")
+    sweep.add_argument("--md", metavar="F", help="write the matrix as Markdown")
 
     rules = sub.add_parser("rules", help="print the walk order of a ladder")
     _add_ladder_flags(rules)
@@ -294,6 +309,54 @@ def cmd_preflight(args) -> int:
     return _run_and_report(case, args, preflight=True)
 
 
+def cmd_sweep(args) -> int:
+    from rich.console import Console
+
+    from ladder.case import load_case
+    from ladder.errors import InputError
+    from ladder.report.writers import write_whole
+    from ladder.sweep import expand_models, markdown, print_table, run_sweep
+
+    _check_output_paths(args)
+    given = _case_overrides(args)
+    case = load_case(args.case, given)
+    if case.transcript and not (case.harness or case.harness_cmd):
+        raise InputError.single("a transcript cannot be re-run on other checkpoints: give the harness that made "
+                                "it (--harness or --harness-cmd)")
+    models = expand_models(args.models)
+    forwarded: list[str] = []
+    for flag, _, _ in CASE_FLAGS:
+        key = flag[2:].replace("-", "_")
+        if key not in ("model", "harness_model") and given.get(key) is not None:
+            forwarded += [flag, str(given[key])]
+    if given.get("trust_remote_code"):
+        forwarded.append("--trust-remote-code")
+    for flag, value in (("--ladder", args.ladder), ("--rung-timeout", args.rung_timeout)):
+        if value is not None:
+            forwarded += [flag, str(value)]
+    for name in args.no_plugin:
+        forwarded += ["--no-plugin", name]
+    harness_model = case.model if (case.harness or case.harness_cmd) and case.model else None
+
+    def progress(row, done: int, total: int) -> None:
+        outcome = row.culprit or (f"error: {row.error}" if row.error else "no culprit")
+        sys.stderr.write(f"ladder sweep: [{done}/{total}] {row.model}: {outcome} ({row.seconds:.0f} s)\n")
+
+    sys.stderr.write(f"ladder sweep: {len(models)} checkpoints\n")
+    result = run_sweep(str(Path(args.case).resolve()) if args.case else None, models, overrides=forwarded,
+                       jobs=args.jobs, on_row=progress, harness_model=harness_model)
+    if args.json:
+        write_whole(Path(args.json), json.dumps(result.to_json_dict(), indent=1))
+    if args.md:
+        write_whole(Path(args.md), markdown(result))
+    print_table(result, Console())
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    if any(row.error for row in result.rows):
+        return EXIT_INCOMPLETE
+    return EXIT_CULPRIT if any(row.culprit for row in result.rows) else EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from ladder.case import load_case
     from ladder.demo import prepare_demo
@@ -376,7 +439,7 @@ def _run_and_report(case, args, preflight: bool = False) -> int:
 
 
 COMMANDS = {
-    "probe": cmd_probe, "preflight": cmd_preflight, "demo": cmd_demo, "rules": cmd_rules, "validate": cmd_validate,
+    "probe": cmd_probe, "preflight": cmd_preflight, "sweep": cmd_sweep, "demo": cmd_demo, "rules": cmd_rules, "validate": cmd_validate,
     "explain": cmd_explain, "schema": cmd_schema, "probes": cmd_probes, "tui": cmd_tui,
 }
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ladder.probes.base import ProbeContext
     from ladder.resources import Resources
 
-__all__ = ["HarnessProbe", "HarnessRun", "harness_run", "harness_error_finding", "probe_prompts", "run_harness",
+__all__ = ["HarnessProbe", "HarnessRun", "harness_redirect", "harness_run", "harness_error_finding", "probe_prompts", "run_harness",
            "DEFAULT_PROMPTS", "DEFAULT_ANSWERS"]
 
 # Used when the case gives no prompts of its own: short questions any instruction-following chat model
@@ -103,6 +103,15 @@ def lent_models(case: "Case", resources: "Resources | None"):
                 resources.release(key)
 
 
+def harness_redirect(case: "Case", to: str | None = None) -> dict[str, str] | None:
+    """What the harness's model loads are redirected to: the checkpoint it loads (`harness_model`, else
+    `model`) to `to` (default: `model`); None when that is where it loads from anyway."""
+    source, target = case.harness_model or case.model, to or case.model
+    if not source or not target or source == target:
+        return None
+    return {source: target}
+
+
 def harness_run(ctx: "ProbeContext") -> HarnessRun:
     """The run's shared recording of the harness on the probe prompts (built once per run)."""
     from ladder.probes.base import skip
@@ -115,7 +124,7 @@ def harness_run(ctx: "ProbeContext") -> HarnessRun:
     def build() -> HarnessRun:
         ctx.progress("running your harness under the tap", None)
         prompts = [p["prompt"] for p in probe_prompts(case)]
-        return run_harness(case, prompts, batch=True, resources=ctx.resources)
+        return run_harness(case, prompts, batch=True, resources=ctx.resources, redirect=harness_redirect(case))
 
     return ctx.resources.get("harness:calls", build)
 
@@ -128,7 +137,8 @@ def harness_error_finding(run: HarnessRun, ctx: "ProbeContext | None" = None) ->
     if run.error is None:
         return None
     if ctx is not None:
-        ctx.resources.report_failure("harness:calls:base" if run.redirect else "harness:calls")
+        on_base = bool(run.redirect) and ctx.case.base in run.redirect.values()
+        ctx.resources.report_failure("harness:calls:base" if on_base else "harness:calls")
     error = run.error
     detail = error.get("traceback") or error.get("stderr") or ""
     evidence = {"harness_error": {k: v for k, v in error.items() if k not in ("traceback",)},

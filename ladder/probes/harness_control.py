@@ -31,7 +31,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ladder.harness import HarnessProbe, HarnessRun, harness_error_finding, probe_prompts, run_harness
+from ladder.harness import (HarnessProbe, HarnessRun, harness_error_finding, harness_redirect, probe_prompts,
+                            run_harness)
 from ladder.probes.base import ProbeContext, failed, passed, skip
 
 
@@ -60,20 +61,21 @@ class HarnessControl(HarnessProbe):
 
         def build_base_run():
             ctx.progress("running your harness with the base model swapped in", None)
-            return run_harness(case, [p["prompt"] for p in prompts], redirect={case.model: case.base},
+            return run_harness(case, [p["prompt"] for p in prompts], redirect=harness_redirect(case, case.base),
                                resources=ctx.resources)
 
         base_run = ctx.resources.get("harness:calls:base", build_base_run)
         if (problem := harness_error_finding(base_run, ctx)) is not None:
             return problem
         if not any(load.get("redirected_to") for load in base_run.model_loads()):
-            skip(f"your harness does not load the model from {case.model} with from_pretrained, so ladder "
-                 f"cannot swap the base in: run the base through it yourself and give --transcript")
+            skip(f"your harness does not load the model from {case.harness_model or case.model} with "
+                 "from_pretrained, so ladder cannot swap the base in: run the base through it yourself and give "
+                 "--transcript")
         tuned = self._score(ctx, hf_model(ctx, "model"), tuned_run, prompts, params, "model")
         base = self._score(ctx, hf_model(ctx, "base"), base_run, prompts, params, "base")
         evidence = {
-            "how": f"the harness was run again with from_pretrained({case.model!r}) redirected to {case.base!r}; "
-                   f"its tokenizer and code unchanged",
+            "how": f"the harness was run again with from_pretrained({(case.harness_model or case.model)!r}) "
+                   f"redirected to {case.base!r}; its tokenizer and code unchanged",
             "degradation_nats_per_token": {"model": tuned["degradation"], "base": base["degradation"]},
             "metrics": {name: {"model": tuned["metrics"][name], "base": base["metrics"][name]}
                         for name in tuned["metrics"]},

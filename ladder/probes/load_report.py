@@ -145,7 +145,7 @@ class LoadReport(Probe):
         adapters = adapter_dirs(folder, [Path(ctx.case.run_dir)] if ctx.case.run_dir else [])
         applied = any(r.get("adapters_loaded") for r in records)
         loads = run.model_loads() if run is not None else []
-        loaded_paths = [load["path"] for load in loads]
+        loaded_paths = [load.get("redirected_to") or load["path"] for load in loads]  # a sweep's swapped checkpoint
         if adapters and not applied:
             where = ", ".join(str(a) for a in adapters)
             if run is not None and run.form != "transcript":

@@ -129,12 +129,16 @@ WRITERS = {"json": to_json, "junit": to_junit, "md": to_markdown}
 
 
 def write_report(report: Report, kind: str, path: Path) -> None:
-    """Write the report whole or not at all: into a temporary file beside `path`, then renamed over it."""
+    """Write the report whole or not at all (`write_whole`)."""
+    write_whole(path, WRITERS[kind](report))
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Write `text` to `path` whole or not at all: into a temporary file beside it, then renamed over it."""
     import os
     import tempfile
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = WRITERS[kind](report)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w", encoding="utf-8", errors="backslashreplace") as out:
@@ -145,4 +149,4 @@ def write_report(report: Report, kind: str, path: Path) -> None:
         raise
 
 
-__all__ = ["to_json", "to_junit", "to_markdown", "write_report", "report_dict", "Status"]
+__all__ = ["to_json", "to_junit", "to_markdown", "write_report", "write_whole", "report_dict", "Status"]

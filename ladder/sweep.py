@@ -1,0 +1,212 @@
+"""`ladder sweep`: the ladder once per checkpoint of a run or a sweep, and one matrix of the verdicts.
+
+Every checkpoint gets the same case (harness, base, data, config) with the model swapped: `ladder probe
+CASE --model CHECKPOINT --keep-going` in a process of its own, and the harness's loads of the case's model
+redirected to the checkpoint (`--harness-model`), so the harness tests each checkpoint without an edit.
+Checkpoints run in parallel, at most `--jobs` at a time (default: the cores, at most one per checkpoint),
+each with its share of the CPU threads. The matrix has a row per checkpoint (in natural order:
+checkpoint-900 before checkpoint-1000), a column per rung, the verdict in each cell, and for every rung
+the first checkpoint where it turns from pass to fail. Schema `ladder.sweep/1` (docs/sweep.md).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ladder.errors import InputError
+
+SCHEMA = "ladder.sweep/1"
+
+
+def natural_key(path: str) -> list:
+    """Sort key that orders numbers by value: checkpoint-900 before checkpoint-1000."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
+def expand_models(patterns: list[str]) -> list[str]:
+    """The checkpoint folders the patterns name (globs or paths), each once, in natural order."""
+    found: list[str] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(os.path.expanduser(pattern)), key=natural_key) if glob.has_magic(pattern) \
+            else [os.path.expanduser(pattern)]
+        if not matches:
+            raise InputError.single(f"--models {pattern!r} matches no folder")
+        for match in matches:
+            if not os.path.isdir(match):
+                raise InputError.single(f"--models: {match} is not a folder (a checkpoint is a model folder)")
+            resolved = os.path.realpath(match)
+            if resolved not in found:
+                found.append(resolved)
+    return sorted(found, key=natural_key)
+
+
+@dataclass
+class SweepRow:
+    model: str
+    exit_code: int | None = None
+    seconds: float = 0.0
+    report: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def verdicts(self) -> dict[str, str]:
+        return {r["id"]: r["status"] for r in (self.report or {}).get("rungs", [])}
+
+    @property
+    def culprit(self) -> str | None:
+        return ((self.report or {}).get("culprit") or {}).get("rung")
+
+
+@dataclass
+class Sweep:
+    case: str | None
+    models: list[str]
+    rows: list[SweepRow] = field(default_factory=list)
+    interrupted: bool = False
+
+    def rung_ids(self) -> list[str]:
+        for row in self.rows:
+            if row.report:
+                return [r["id"] for r in row.report["rungs"]]
+        return []
+
+    def turns(self) -> dict[str, dict[str, str]]:
+        """Per rung, the first checkpoint where it fails after an earlier one passed (and that one)."""
+        out = {}
+        ordered = sorted(self.rows, key=lambda r: natural_key(r.model))
+        for rung in self.rung_ids():
+            last_pass = None
+            for row in ordered:
+                status = row.verdicts.get(rung)
+                if status == "pass":
+                    last_pass = row.model
+                elif status == "fail" and last_pass is not None:
+                    out[rung] = {"passed": last_pass, "failed": row.model}
+                    break
+        return out
+
+    def to_json_dict(self) -> dict[str, Any]:
+        rows = sorted(self.rows, key=lambda r: natural_key(r.model))
+        return {"schema": SCHEMA, "case": self.case, "interrupted": self.interrupted, "rungs": self.rung_ids(),
+                "rows": [{"model": r.model, "exit": r.exit_code, "seconds": round(r.seconds, 1), "culprit": r.culprit,
+                          "verdicts": r.verdicts, "error": r.error, "report": r.report} for r in rows],
+                "turns": self.turns()}
+
+
+def run_sweep(case_file: str | None, models: list[str], *, overrides: list[str], jobs: int | None = None,
+              on_row: Callable[[SweepRow, int, int], None] | None = None, harness_model: str | None = None) -> Sweep:
+    """Run `ladder probe` once per checkpoint (at most `jobs` at a time) and gather the matrix."""
+    sweep = Sweep(case=case_file, models=models)
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(models)))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    running: set[subprocess.Popen] = set()
+    lock = threading.Lock()
+    stopping = threading.Event()
+    work = Path(tempfile.mkdtemp(prefix="ladder-sweep-"))
+
+    def one(index: int, model: str) -> SweepRow:
+        row = SweepRow(model=model)
+        report = work / f"{index}.json"
+        command = [sys.executable, "-m", "ladder", "probe", *([case_file] if case_file else []), *overrides,
+                   "--model", model, "--keep-going", "--json", str(report)]
+        if harness_model:
+            command += ["--harness-model", harness_model]
+        started = time.perf_counter()
+        if stopping.is_set():
+            row.error = "not run: the sweep was interrupted"
+            return row
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   start_new_session=True)
+        with lock:
+            running.add(process)
+        try:
+            _, stderr = process.communicate()
+        finally:
+            with lock:
+                running.discard(process)
+        row.exit_code, row.seconds = process.returncode, time.perf_counter() - started
+        if report.exists():
+            row.report = json.loads(report.read_text(encoding="utf-8"))
+        if row.exit_code not in (0, 1) or row.report is None:
+            row.error = (stderr.strip().splitlines() or [f"exit {row.exit_code}"])[-1]
+        return row
+
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        futures = [pool.submit(one, index, model) for index, model in enumerate(models)]
+        for done, future in enumerate(as_completed(futures), start=1):
+            row = future.result()
+            sweep.rows.append(row)
+            if on_row is not None:
+                on_row(row, done, len(models))
+    except KeyboardInterrupt:
+        stopping.set()
+        sweep.interrupted = True
+        with lock:
+            for process in list(running):
+                try:
+                    os.killpg(process.pid, signal.SIGTERM)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        pool.shutdown(wait=True, cancel_futures=True)
+        for future in futures:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                if future.result() not in sweep.rows:
+                    sweep.rows.append(future.result())
+    finally:
+        pool.shutdown(wait=True)
+    return sweep
+
+
+SYMBOLS = {"pass": "✔", "fail": "✘", "warn": "!", "skip": "-", "error": "E", "blocked": "·", "not-run": " "}
+
+
+def markdown(sweep: Sweep) -> str:
+    """The matrix as a Markdown table, with the turns under it."""
+    rungs = sweep.rung_ids()
+    lines = [f"# ladder sweep: {len(sweep.rows)} checkpoints", "",
+             "| checkpoint | culprit | " + " | ".join(rungs) + " |", "|---|---|" + "---|" * len(rungs)]
+    for row in sorted(sweep.rows, key=lambda r: natural_key(r.model)):
+        cells = [row.verdicts.get(rung, "") for rung in rungs]
+        culprit = row.culprit or (f"error: {row.error}" if row.error else "none")
+        lines.append(f"| {Path(row.model).name} | {culprit} | " + " | ".join(cells) + " |")
+    turns = sweep.turns()
+    if turns:
+        lines += ["", "First checkpoint where a rung turns from pass to fail:", ""]
+        lines += [f"- `{rung}`: {Path(t['failed']).name} (passed at {Path(t['passed']).name})"
+                  for rung, t in turns.items()]
+    return "\n".join(lines) + "\n"
+
+
+def print_table(sweep: Sweep, console) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    rungs = sweep.rung_ids()
+    table = Table(title=f"ladder sweep ({len(sweep.rows)} checkpoints)")
+    table.add_column("checkpoint")
+    for rung in rungs:
+        table.add_column(rung, justify="center")
+    table.add_column("culprit")
+    for row in sorted(sweep.rows, key=lambda r: natural_key(r.model)):
+        cells = [SYMBOLS.get(row.verdicts.get(rung, ""), "") for rung in rungs]
+        culprit = row.culprit or (f"error: {row.error}" if row.error else "none")
+        table.add_row(*(Text(cell) for cell in (Path(row.model).name, *cells, culprit)))  # no markup: [INST]
+    console.print(table)
+    for rung, turn in sweep.turns().items():
+        console.print(f"{rung}: fails from {Path(turn['failed']).name} (passed at {Path(turn['passed']).name})",
+                      markup=False)

@@ -1,0 +1,65 @@
+"""`ladder sweep`: one run per checkpoint with the harness's loads redirected to it, in parallel, and one
+matrix; a checkpoint that breaks (NaN weights from a step on) is the first where its rung turns to fail."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from helpers import run_cli
+from interface_models import chat_model_dir, variant_harness
+
+pytestmark = pytest.mark.slow
+
+RUNGS = ["load-report", "prompt-format", "numerics"]
+
+
+def checkpoints(root, broken_from: int):
+    from safetensors.torch import load_file, save_file
+
+    source = chat_model_dir("chatml")
+    out = []
+    for step in (100, 200, 300):
+        folder = root / f"checkpoint-{step}"
+        shutil.copytree(source, folder)
+        if step >= broken_from:
+            tensors = load_file(str(folder / "model.safetensors"))
+            tensors["model.layers.1.mlp.down_proj.weight"][0, 0] = float("nan")
+            save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        out.append(folder)
+    return out
+
+
+def test_the_sweep_finds_the_first_checkpoint_where_a_rung_turns_to_fail(tmp_path):
+    from ladder.loader import load_ladder
+
+    ckpts = checkpoints(tmp_path / "run", broken_from=300)
+    harness = variant_harness(tmp_path / "harness", ckpts[0], mode="template", batch=False)
+    ladder_file = tmp_path / "ladder.yaml"
+    ladder_file.write_text(json.dumps({"name": "sweep-test", "extends": "llm-checkpoint",
+                                       "disable": [r for r in load_ladder().order if r not in RUNGS]}))
+    out = tmp_path / "sweep.json"
+    done = run_cli("sweep", "--model", str(ckpts[0]), "--harness", harness, "--ladder", str(ladder_file),
+                   "--models", str(tmp_path / "run" / "checkpoint-*"), "--jobs", "2", "--json", str(out),
+                   "--md", str(tmp_path / "sweep.md"), timeout=600)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    sweep = json.loads(out.read_text())
+    assert sweep["schema"] == "ladder.sweep/1" and sweep["rungs"] == RUNGS
+    rows = {row["model"].rsplit("/", 1)[-1]: row for row in sweep["rows"]}
+    assert list(rows) == ["checkpoint-100", "checkpoint-200", "checkpoint-300"]
+    assert [rows[name]["culprit"] for name in rows] == [None, None, "numerics"], {n: r["verdicts"] for n, r in
+                                                                                rows.items()}
+    assert sweep["turns"]["numerics"]["failed"].endswith("checkpoint-300")
+    assert sweep["turns"]["numerics"]["passed"].endswith("checkpoint-200")
+    for name, row in rows.items():  # the harness ran each checkpoint, not the one it names
+        loaded = next(r for r in row["report"]["rungs"] if r["id"] == "load-report")["evidence"]["harness_loaded"]
+        assert [path.rsplit("/", 1)[-1] for path in loaded] == [name], loaded
+    assert "| checkpoint-300 | numerics |" in (tmp_path / "sweep.md").read_text()
+    assert "checkpoint-300" in done.stdout and "numerics" in done.stdout
+
+
+def test_a_sweep_over_nothing_is_bad_input(tmp_path):
+    done = run_cli("sweep", "--models", str(tmp_path / "nothing-*"))
+    assert done.returncode == 2 and "matches no folder" in done.stderr and "Traceback" not in done.stderr
