@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--models", metavar="GLOB", nargs="+", required=True,
                        help="the checkpoints: folders or globs, e.g. 'runs/*/checkpoint-*' (quoted)")
     sweep.add_argument("--jobs", type=int, metavar="N", help="checkpoints run at once (default: the cores)")
+    sweep.add_argument("--ray", metavar="ADDRESS", help="run each checkpoint as a Ray task: auto (the running "
+                                                        "cluster), local (start one here), or the cluster's address")
+    sweep.add_argument("--gpus-per-run", type=float, default=0, metavar="N", help="GPUs each Ray task asks for")
     sweep.add_argument("--rung-timeout", type=float, metavar="S", help="seconds one rung may take")
     sweep.add_argument("--json", metavar="F", help="write the matrix as JSON (schema ladder.sweep/1)")
     sweep.add_argument("--md", metavar="F", help="write the matrix as Markdown")
@@ -344,7 +347,8 @@ def cmd_sweep(args) -> int:
 
     sys.stderr.write(f"ladder sweep: {len(models)} checkpoints\n")
     result = run_sweep(str(Path(args.case).resolve()) if args.case else None, models, overrides=forwarded,
-                       jobs=args.jobs, on_row=progress, harness_model=harness_model)
+                       jobs=args.jobs, on_row=progress, harness_model=harness_model, ray_address=args.ray,
+                       gpus_per_run=args.gpus_per_run)
     if args.json:
         write_whole(Path(args.json), json.dumps(result.to_json_dict(), indent=1))
     if args.md:

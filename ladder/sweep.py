@@ -60,6 +60,7 @@ class SweepRow:
     seconds: float = 0.0
     report: dict[str, Any] | None = None
     error: str | None = None
+    ran_on: str = "here"  # or "ray node ID"
 
     @property
     def verdicts(self) -> dict[str, str]:
@@ -102,73 +103,131 @@ class Sweep:
         rows = sorted(self.rows, key=lambda r: natural_key(r.model))
         return {"schema": SCHEMA, "case": self.case, "interrupted": self.interrupted, "rungs": self.rung_ids(),
                 "rows": [{"model": r.model, "exit": r.exit_code, "seconds": round(r.seconds, 1), "culprit": r.culprit,
-                          "verdicts": r.verdicts, "error": r.error, "report": r.report} for r in rows],
+                          "verdicts": r.verdicts, "error": r.error, "ran_on": r.ran_on, "report": r.report}
+                         for r in rows],
                 "turns": self.turns()}
 
 
-def run_sweep(case_file: str | None, models: list[str], *, overrides: list[str], jobs: int | None = None,
-              on_row: Callable[[SweepRow, int, int], None] | None = None, harness_model: str | None = None) -> Sweep:
-    """Run `ladder probe` once per checkpoint (at most `jobs` at a time) and gather the matrix."""
-    sweep = Sweep(case=case_file, models=models)
-    jobs = max(1, min(jobs or os.cpu_count() or 1, len(models)))
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    running: set[subprocess.Popen] = set()
-    lock = threading.Lock()
-    stopping = threading.Event()
-    work = Path(tempfile.mkdtemp(prefix="ladder-sweep-"))
+# the probe processes running here (a local sweep), so that Ctrl-C can stop them
+_running: set[subprocess.Popen] = set()
+_running_lock = threading.Lock()
 
-    def one(index: int, model: str) -> SweepRow:
-        row = SweepRow(model=model)
-        report = work / f"{index}.json"
+
+def probe_checkpoint(case_file: str | None, overrides: list[str], model: str, harness_model: str | None,
+                     threads: int) -> SweepRow:
+    """`ladder probe` on one checkpoint in a process of its own; the row with its report. The same function
+    runs here (a local sweep) and as a Ray task on a cluster's worker."""
+    row = SweepRow(model=model)
+    with tempfile.TemporaryDirectory(prefix="ladder-sweep-") as work:
+        report = Path(work) / "report.json"
         command = [sys.executable, "-m", "ladder", "probe", *([case_file] if case_file else []), *overrides,
                    "--model", model, "--keep-going", "--json", str(report)]
         if harness_model:
             command += ["--harness-model", harness_model]
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         started = time.perf_counter()
-        if stopping.is_set():
-            row.error = "not run: the sweep was interrupted"
-            return row
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                    start_new_session=True)
-        with lock:
-            running.add(process)
+        with _running_lock:
+            _running.add(process)
         try:
             _, stderr = process.communicate()
         finally:
-            with lock:
-                running.discard(process)
+            with _running_lock:
+                _running.discard(process)
         row.exit_code, row.seconds = process.returncode, time.perf_counter() - started
         if report.exists():
             row.report = json.loads(report.read_text(encoding="utf-8"))
-        if row.exit_code not in (0, 1) or row.report is None:
-            row.error = (stderr.strip().splitlines() or [f"exit {row.exit_code}"])[-1]
-        return row
+    if row.exit_code not in (0, 1) or row.report is None:
+        row.error = (stderr.strip().splitlines() or [f"exit {row.exit_code}"])[-1]
+    return row
 
+
+def _stop_running() -> None:
+    with _running_lock:
+        for process in list(_running):
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def run_sweep(case_file: str | None, models: list[str], *, overrides: list[str], jobs: int | None = None,
+              on_row: Callable[[SweepRow, int, int], None] | None = None, harness_model: str | None = None,
+              ray_address: str | None = None, gpus_per_run: float = 0) -> Sweep:
+    """Run `ladder probe` once per checkpoint and gather the matrix: here, at most `jobs` at a time, or as
+    Ray tasks on the cluster at `ray_address` ("auto": the running one; "local": start one here)."""
+    sweep = Sweep(case=case_file, models=models)
+    if ray_address:
+        return _on_ray(sweep, case_file, models, overrides, harness_model, ray_address, gpus_per_run, on_row)
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(models)))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
     pool = ThreadPoolExecutor(max_workers=jobs)
+    futures = []
     try:
-        futures = [pool.submit(one, index, model) for index, model in enumerate(models)]
+        futures = [pool.submit(probe_checkpoint, case_file, overrides, model, harness_model, threads)
+                   for model in models]
         for done, future in enumerate(as_completed(futures), start=1):
-            row = future.result()
-            sweep.rows.append(row)
+            sweep.rows.append(future.result())
             if on_row is not None:
-                on_row(row, done, len(models))
+                on_row(sweep.rows[-1], done, len(models))
     except KeyboardInterrupt:
-        stopping.set()
         sweep.interrupted = True
-        with lock:
-            for process in list(running):
-                try:
-                    os.killpg(process.pid, signal.SIGTERM)
-                except (ProcessLookupError, PermissionError):
-                    pass
+        for future in futures:
+            future.cancel()
+        _stop_running()
         pool.shutdown(wait=True, cancel_futures=True)
+        finished = {id(row) for row in sweep.rows}
         for future in futures:
             if future.done() and not future.cancelled() and future.exception() is None:
-                if future.result() not in sweep.rows:
+                if id(future.result()) not in finished:
                     sweep.rows.append(future.result())
     finally:
         pool.shutdown(wait=True)
+    return sweep
+
+
+def _probe_as_ray_task(*args) -> SweepRow:
+    import ray
+
+    row = probe_checkpoint(*args)
+    row.ran_on = f"ray node {ray.get_runtime_context().get_node_id()[:12]}"
+    return row
+
+
+def _on_ray(sweep, case_file, models, overrides, harness_model, address, gpus_per_run, on_row) -> Sweep:
+    """Each checkpoint a Ray task (one CPU, `gpus_per_run` GPUs), rows streamed back as they finish; a failed
+    task is its row's error; Ctrl-C cancels the tasks. The case's files must be visible to the workers."""
+    try:
+        import ray
+    except ImportError:
+        raise InputError.single("--ray needs Ray: pip install 'ladder-debug[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        if address == "local":
+            ray.init(include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+    task = ray.remote(num_cpus=1, num_gpus=gpus_per_run)(_probe_as_ray_task)
+    pending = {task.remote(case_file, overrides, model, harness_model, 1): model for model in models}
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            model = pending.pop(done[0])
+            try:
+                row = ray.get(done[0])
+            except Exception as exc:  # the task itself failed (a lost worker, an import error there)
+                row = SweepRow(model=model, error=f"the Ray task failed: {type(exc).__name__}: {exc}")
+            sweep.rows.append(row)
+            if on_row is not None:
+                on_row(row, len(sweep.rows), len(models))
+    except KeyboardInterrupt:
+        sweep.interrupted = True
+        for ref in pending:
+            ray.cancel(ref, force=True)
+    finally:
+        if started_here:
+            ray.shutdown()
     return sweep
 
 

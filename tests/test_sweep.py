@@ -32,9 +32,12 @@ def checkpoints(root, broken_from: int):
     return out
 
 
-def test_the_sweep_finds_the_first_checkpoint_where_a_rung_turns_to_fail(tmp_path):
+@pytest.mark.parametrize("where", [["--jobs", "2"], ["--ray", "local"]], ids=["processes", "ray"])
+def test_the_sweep_finds_the_first_checkpoint_where_a_rung_turns_to_fail(tmp_path, where):
     from ladder.loader import load_ladder
 
+    if "--ray" in where:
+        pytest.importorskip("ray", reason="Ray is the optional extra ladder-debug[ray]")
     ckpts = checkpoints(tmp_path / "run", broken_from=300)
     harness = variant_harness(tmp_path / "harness", ckpts[0], mode="template", batch=False)
     ladder_file = tmp_path / "ladder.yaml"
@@ -42,7 +45,7 @@ def test_the_sweep_finds_the_first_checkpoint_where_a_rung_turns_to_fail(tmp_pat
                                        "disable": [r for r in load_ladder().order if r not in RUNGS]}))
     out = tmp_path / "sweep.json"
     done = run_cli("sweep", "--model", str(ckpts[0]), "--harness", harness, "--ladder", str(ladder_file),
-                   "--models", str(tmp_path / "run" / "checkpoint-*"), "--jobs", "2", "--json", str(out),
+                   "--models", str(tmp_path / "run" / "checkpoint-*"), *where, "--json", str(out),
                    "--md", str(tmp_path / "sweep.md"), timeout=600)
     assert done.returncode == 1, (done.stdout, done.stderr)
     sweep = json.loads(out.read_text())
@@ -56,6 +59,7 @@ def test_the_sweep_finds_the_first_checkpoint_where_a_rung_turns_to_fail(tmp_pat
     for name, row in rows.items():  # the harness ran each checkpoint, not the one it names
         loaded = next(r for r in row["report"]["rungs"] if r["id"] == "load-report")["evidence"]["harness_loaded"]
         assert [path.rsplit("/", 1)[-1] for path in loaded] == [name], loaded
+    assert all(row["ran_on"].startswith("ray node " if "--ray" in where else "here") for row in rows.values())
     assert "| checkpoint-300 | numerics |" in (tmp_path / "sweep.md").read_text()
     assert "checkpoint-300" in done.stdout and "numerics" in done.stdout
 
