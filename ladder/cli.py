@@ -72,6 +72,8 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--json", metavar="F", help="write the JSON report (schema ladder.report/1)")
     group.add_argument("--junit", metavar="F", help="write a JUnit XML report (a testcase per rung)")
     group.add_argument("--md", metavar="F", help="write a Markdown report, fit to paste into an issue")
+    group.add_argument("--html", metavar="F", help="write one self-contained HTML page: the culprit, the evidence "
+                                                   "side by side, the series as plots")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--rung-timeout", type=float, metavar="S", help="seconds one rung may take")
     sweep.add_argument("--json", metavar="F", help="write the matrix as JSON (schema ladder.sweep/1)")
     sweep.add_argument("--md", metavar="F", help="write the matrix as Markdown")
+    sweep.add_argument("--html", metavar="F", help="write the matrix as one self-contained HTML page")
 
     rules = sub.add_parser("rules", help="print the walk order of a ladder")
     _add_ladder_flags(rules)
@@ -353,6 +356,10 @@ def cmd_sweep(args) -> int:
         write_whole(Path(args.json), json.dumps(result.to_json_dict(), indent=1))
     if args.md:
         write_whole(Path(args.md), markdown(result))
+    if args.html:
+        from ladder.report.html import sweep_html
+
+        write_whole(Path(args.html), sweep_html(result.to_json_dict()))
     print_table(result, Console())
     if result.interrupted:
         return EXIT_INTERRUPTED
@@ -386,7 +393,7 @@ def _check_output_paths(args) -> None:
     from ladder.errors import InputError, Problem
 
     problems = []
-    for kind in ("json", "junit", "md"):
+    for kind in ("json", "junit", "md", "html"):
         value = getattr(args, kind, None)
         if value is None:
             continue
@@ -430,7 +437,7 @@ def _run_and_report(case, args, preflight: bool = False) -> int:
     runner = Runner(ladder_, case, registry=registry, keep_going=args.keep_going,
                     rung_timeout=args.rung_timeout, on_event=display.on_event)
     report = runner.run()
-    for kind in ("json", "junit", "md"):  # the files first: a table that fails to render loses nothing
+    for kind in ("json", "junit", "md", "html"):  # the files first: a table that fails to render loses nothing
         if getattr(args, kind, None):
             write_report(report, kind, Path(getattr(args, kind)))
     try:

@@ -4,6 +4,7 @@ matrix; a checkpoint that breaks (NaN weights from a step on) is the first where
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -46,7 +47,7 @@ def test_the_sweep_finds_the_first_checkpoint_where_a_rung_turns_to_fail(tmp_pat
     out = tmp_path / "sweep.json"
     done = run_cli("sweep", "--model", str(ckpts[0]), "--harness", harness, "--ladder", str(ladder_file),
                    "--models", str(tmp_path / "run" / "checkpoint-*"), *where, "--json", str(out),
-                   "--md", str(tmp_path / "sweep.md"), timeout=600)
+                   "--md", str(tmp_path / "sweep.md"), "--html", str(tmp_path / "sweep.html"), timeout=600)
     assert done.returncode == 1, (done.stdout, done.stderr)
     sweep = json.loads(out.read_text())
     assert sweep["schema"] == "ladder.sweep/1" and sweep["rungs"] == RUNGS
@@ -61,6 +62,11 @@ def test_the_sweep_finds_the_first_checkpoint_where_a_rung_turns_to_fail(tmp_pat
         assert [path.rsplit("/", 1)[-1] for path in loaded] == [name], loaded
     assert all(row["ran_on"].startswith("ray node " if "--ray" in where else "here") for row in rows.values())
     assert "| checkpoint-300 | numerics |" in (tmp_path / "sweep.md").read_text()
+    page = (tmp_path / "sweep.html").read_text()
+    from ladder.report.html import COLOURS
+
+    assert re.search(r"<td>checkpoint-300</td>(<td[^>]*>[^<]*</td>)*<td class='cell' style='background:"
+                     + COLOURS["fail"] + r"'>fail</td>", page), page
     assert "checkpoint-300" in done.stdout and "numerics" in done.stdout
 
 

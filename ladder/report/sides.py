@@ -1,10 +1,20 @@
-"""Side-by-side evidence: a dict whose keys pair up by prefix (`harness_sent` / `template_sends`,
+"""Evidence by shape, shared by the TUI, the CLI and the HTML report. Side-by-side evidence: a dict whose keys pair up by prefix (`harness_sent` / `template_sends`,
 `harness_answer` / `template_answer`) split into shared rows and two paired columns. Shown by the TUI
 and by `ladder probe` under its culprit; rendered by shape, never by rung."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+
+def as_number(value: Any) -> float:
+    """An evidence series value as a float; anything not a finite number becomes NaN."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return number
 
 
 def humanise(key: str) -> str:

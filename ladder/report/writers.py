@@ -125,7 +125,13 @@ def to_markdown(report: Report) -> str:
     return "\n".join(lines)
 
 
-WRITERS = {"json": to_json, "junit": to_junit, "md": to_markdown}
+def to_html(report: Report) -> str:
+    from ladder.report.html import to_html as html_page
+
+    return html_page(report)
+
+
+WRITERS = {"json": to_json, "junit": to_junit, "md": to_markdown, "html": to_html}
 
 
 def write_report(report: Report, kind: str, path: Path) -> None:
@@ -149,4 +155,4 @@ def write_whole(path: Path, text: str) -> None:
         raise
 
 
-__all__ = ["to_json", "to_junit", "to_markdown", "write_report", "write_whole", "report_dict", "Status"]
+__all__ = ["to_html", "to_json", "to_junit", "to_markdown", "write_report", "write_whole", "report_dict", "Status"]

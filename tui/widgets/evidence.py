@@ -24,7 +24,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import DataTable, Label, Static
 
-from ladder.report.sides import humanise, pair_sides
+from ladder.report.sides import as_number, humanise, pair_sides
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
 SHORT_TEXT = 80
@@ -69,15 +69,6 @@ def visible(text: str) -> Text:
 
 def clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
-
-
-def as_number(value: Any) -> float:
-    """A series value as a float; anything not a finite number becomes NaN."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return math.nan
-    return number
 
 
 # ---- side by side ---------------------------------------------------------------------------
