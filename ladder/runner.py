@@ -236,6 +236,7 @@ class Runner:
         def target() -> None:
             running_rung.cancel_event = cancel_event
             running_rung.cost = cost
+            running_rung.progress = progress
             outcome["finding"] = _run_probe(probe_class, context)
 
         self.resources.current_rung = rung.id

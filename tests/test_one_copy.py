@@ -75,3 +75,20 @@ def test_a_harness_that_changes_its_lent_model_leaves_ladder_a_fresh_copy(tmp_pa
     dtypes = rung(report, "load-report").evidence["dtype"]
     assert dtypes["in_memory_harness"] == ["torch.float16"] and dtypes["in_memory_ladder"] == "torch.float32"
     assert not any(r.status.value == "error" for r in report.rungs), [(r.id, r.summary) for r in report.rungs]
+
+
+def test_the_harness_run_reports_progress_with_counts(tmp_path):
+    """Long work says how far it is: the harness loop reports `prompt k/n` to the CLI and the TUI."""
+    from ladder.events import RungProgress
+    from ladder.harness import DEFAULT_PROMPTS
+
+    harness = tmp_path / "harness.py"
+    harness.write_text("def ask(prompt):\n    return 'no model here'\n", encoding="utf-8")
+    runner = rungs_runner(tmp_path / "case", ["prompt-format"], model=chat_model_dir("chatml"),
+                          harness=f"{harness}:ask")
+    messages = []
+    runner.on_event = lambda event: messages.append(event.message) if isinstance(event, RungProgress) else None
+    runner.run()
+    total = len(DEFAULT_PROMPTS)
+    counted = [m for m in messages if m.startswith("your harness: prompt ")]
+    assert counted == [f"your harness: prompt {k}/{total}" for k in range(1, total + 1)], messages

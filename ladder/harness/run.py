@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ladder.harness.tap import Tap
+from ladder.probes.base import step_progress
 
 _fresh_names = itertools.count()
 SITE_DIR = Path(__file__).parent / "site"
@@ -163,6 +164,7 @@ def run_function(spec: str, prompts: list[str], *, timeout: float = 300.0,
                          "prompt": None, "traceback": _harness_traceback(exc)}
         if run.error is None:
             for index, prompt in enumerate(prompts):
+                step_progress("your harness: prompt", index + 1, len(prompts))
                 tap.mark(index)
                 started = time.perf_counter()
                 call = {"prompt": prompt, "output": None}
@@ -208,6 +210,7 @@ def run_command(command: str, prompts: list[str], *, timeout: float = 300.0,
     ladder_root = str(Path(__file__).resolve().parent.parent.parent)
     with tempfile.TemporaryDirectory(prefix="ladder-tap-") as tmp:
         for index, prompt in enumerate(prompts):
+            step_progress("your harness command: prompt", index + 1, len(prompts))
             records_file = Path(tmp) / f"records-{index}.jsonl"
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SITE_DIR), env.get("PYTHONPATH", "")) if p)

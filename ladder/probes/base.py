@@ -82,6 +82,14 @@ def count_cost(what: str, amount: int = 1) -> None:
         cost[what] = cost.get(what, 0) + amount
 
 
+def step_progress(what: str, done: int, total: int) -> None:
+    """Tell the running rung's progress display `what done/total` (`prompt 3/12`, `tensor 40/290`), from
+    code that holds no ProbeContext (the harness loop, a weight scan). Outside a rung it does nothing."""
+    report = getattr(running_rung, "progress", None)
+    if report is not None:
+        report(f"{what} {done}/{total}", done / total if total else None)
+
+
 def _forward_pre_hook(module, args) -> None:
     cancel_point()
     if type(module).__name__.endswith("ForCausalLM"):  # the whole model, not its inner modules

@@ -39,7 +39,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ladder.probes.base import Probe, ProbeContext, failed, passed, skip, warned
+from ladder.probes.base import Probe, ProbeContext, failed, passed, skip, step_progress, warned
 
 LAYER_INDEX = re.compile(r"\.(\d+)\.")
 ADAPTER_CONFIG = "adapter_config.json"
@@ -88,7 +88,9 @@ def relative_changes(model, base) -> tuple[dict[str, float], list[str], list[str
     original = _weights_of(base)
     changes, notes, new = {}, [], []
     with torch.no_grad():
-        for name, weight in tuned.items():
+        for step, (name, weight) in enumerate(tuned.items(), start=1):
+            if step % 16 == 0 or step == len(tuned):
+                step_progress("comparing tensors with the base", step, len(tuned))
             reference = original(name)
             if reference is None:
                 new.append(name)
