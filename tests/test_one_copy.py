@@ -92,3 +92,20 @@ def test_the_harness_run_reports_progress_with_counts(tmp_path):
     total = len(DEFAULT_PROMPTS)
     counted = [m for m in messages if m.startswith("your harness: prompt ")]
     assert counted == [f"your harness: prompt {k}/{total}" for k in range(1, total + 1)], messages
+
+
+def test_harness_control_lends_the_base_to_the_harness_it_redirects(tmp_path):
+    from interface_models import base_model_dir, probe_prompts, variant_harness
+
+    model = chat_model_dir("chatml")
+    runner = rungs_runner(tmp_path / "case", ["harness-control"], model=model, base=base_model_dir(),
+                          harness=variant_harness(tmp_path / "harness", model, mode="template"),
+                          prompts=probe_prompts(8))
+    runner.walk(runner.ladder.order, stop_at_fail=False)
+    try:
+        loads = runner.resources.peek("harness:calls:base").model_loads()
+        assert [(bool(load["redirected_to"]), load.get("lent_by_ladder")) for load in loads] == [(True, True)]
+        assert runner.resources.builds["hf:base"] == 1
+        assert runner.results["harness-control"].status.value == "pass", runner.results["harness-control"].summary
+    finally:
+        runner.resources.close()

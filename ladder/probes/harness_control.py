@@ -64,6 +64,7 @@ class HarnessControl(HarnessProbe):
             return run_harness(case, [p["prompt"] for p in prompts], redirect=harness_redirect(case, case.base),
                                resources=ctx.resources)
 
+        hf_model(ctx, "base")  # loaded first, so that the harness asking for the base is lent ladder's copy
         base_run = ctx.resources.get("harness:calls:base", build_base_run)
         if (problem := harness_error_finding(base_run, ctx)) is not None:
             return problem
