@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_case_flags(sweep)
     sweep.add_argument("--models", metavar="GLOB", nargs="+", required=True,
                        help="the checkpoints: folders or globs, e.g. 'runs/*/checkpoint-*' (quoted)")
-    sweep.add_argument("--jobs", type=int, metavar="N", help="checkpoints run at once (default: the cores)")
+    sweep.add_argument("--jobs", type=int, metavar="N", help="checkpoints run at once (default: one per GPU, each on its own GPU; else one per core)")
     sweep.add_argument("--ray", metavar="ADDRESS", help="run each checkpoint as a Ray task: auto (the running "
                                                         "cluster), local (start one here), or the cluster's address")
     sweep.add_argument("--gpus-per-run", type=float, default=0, metavar="N", help="GPUs each Ray task asks for")

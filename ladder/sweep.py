@@ -3,8 +3,8 @@
 Every checkpoint gets the same case (harness, base, data, config) with the model swapped: `ladder probe
 CASE --model CHECKPOINT --keep-going` in a process of its own, and the harness's loads of the case's model
 redirected to the checkpoint (`--harness-model`), so the harness tests each checkpoint without an edit.
-Checkpoints run in parallel, at most `--jobs` at a time (default: the cores, at most one per checkpoint),
-each with its share of the CPU threads. The matrix has a row per checkpoint (in natural order:
+Checkpoints run in parallel, at most `--jobs` at a time (default: one per GPU, each on a GPU of its own,
+else one per core), each with its share of the CPU threads. The matrix has a row per checkpoint (in natural order:
 checkpoint-900 before checkpoint-1000), a column per rung, the verdict in each cell, and for every rung
 the first checkpoint where it turns from pass to fail. Schema `ladder.sweep/1` (docs/sweep.md).
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import queue
 import re
 import signal
 import subprocess
@@ -114,7 +115,7 @@ _running_lock = threading.Lock()
 
 
 def probe_checkpoint(case_file: str | None, overrides: list[str], model: str, harness_model: str | None,
-                     threads: int) -> SweepRow:
+                     threads: int, gpu: str | None = None) -> SweepRow:
     """`ladder probe` on one checkpoint in a process of its own; the row with its report. The same function
     runs here (a local sweep) and as a Ray task on a cluster's worker."""
     row = SweepRow(model=model)
@@ -125,6 +126,8 @@ def probe_checkpoint(case_file: str | None, overrides: list[str], model: str, ha
         if harness_model:
             command += ["--harness-model", harness_model]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
         started = time.perf_counter()
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                    start_new_session=True)
@@ -143,6 +146,19 @@ def probe_checkpoint(case_file: str | None, overrides: list[str], model: str, ha
     return row
 
 
+def visible_gpus() -> list[str]:
+    """The CUDA devices this process sees, as ids for CUDA_VISIBLE_DEVICES ([] without torch or CUDA)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except ImportError:
+        return []
+    ids = [d.strip() for d in visible.split(",") if d.strip()] if visible else [str(i) for i in range(count)]
+    return ids[:count]
+
+
 def _stop_running() -> None:
     with _running_lock:
         for process in list(_running):
@@ -154,19 +170,34 @@ def _stop_running() -> None:
 
 def run_sweep(case_file: str | None, models: list[str], *, overrides: list[str], jobs: int | None = None,
               on_row: Callable[[SweepRow, int, int], None] | None = None, harness_model: str | None = None,
-              ray_address: str | None = None, gpus_per_run: float = 0) -> Sweep:
-    """Run `ladder probe` once per checkpoint and gather the matrix: here, at most `jobs` at a time, or as
-    Ray tasks on the cluster at `ray_address` ("auto": the running one; "local": start one here)."""
+              ray_address: str | None = None, gpus_per_run: float = 0, gpus: list[str] | None = None) -> Sweep:
+    """Run `ladder probe` once per checkpoint and gather the matrix: here, at most `jobs` at a time (default:
+    one per GPU, each run on a GPU of its own, else one per core), or as Ray tasks on the cluster at
+    `ray_address` ("auto": the running one; "local": start one here). `gpus`: the GPU ids to use (default:
+    the visible ones)."""
     sweep = Sweep(case=case_file, models=models)
     if ray_address:
         return _on_ray(sweep, case_file, models, overrides, harness_model, ray_address, gpus_per_run, on_row)
-    jobs = max(1, min(jobs or os.cpu_count() or 1, len(models)))
+    gpus = visible_gpus() if gpus is None else gpus
+    jobs = max(1, min(jobs or (len(gpus) if gpus else os.cpu_count() or 1), len(models)))
     threads = max(1, (os.cpu_count() or 1) // jobs)
+    free = queue.Queue()
+    for gpu in (gpus or []):
+        free.put(gpu)
+
+    def on_a_gpu(model: str) -> SweepRow:
+        """One checkpoint on a GPU of its own (CUDA_VISIBLE_DEVICES) when there are GPUs, else on the CPU."""
+        gpu = free.get() if gpus else None
+        try:
+            return probe_checkpoint(case_file, overrides, model, harness_model, threads, gpu)
+        finally:
+            if gpu is not None:
+                free.put(gpu)
+
     pool = ThreadPoolExecutor(max_workers=jobs)
     futures = []
     try:
-        futures = [pool.submit(probe_checkpoint, case_file, overrides, model, harness_model, threads)
-                   for model in models]
+        futures = [pool.submit(on_a_gpu, model) for model in models]
         for done, future in enumerate(as_completed(futures), start=1):
             sweep.rows.append(future.result())
             if on_row is not None:

@@ -73,3 +73,35 @@ def test_the_sweep_finds_the_first_checkpoint_where_a_rung_turns_to_fail(tmp_pat
 def test_a_sweep_over_nothing_is_bad_input(tmp_path):
     done = run_cli("sweep", "--models", str(tmp_path / "nothing-*"))
     assert done.returncode == 2 and "matches no folder" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_local_runs_take_a_gpu_each_and_never_share_one(monkeypatch):
+    """With GPUs, each checkpoint's process sees one GPU of its own (CUDA_VISIBLE_DEVICES), at most one run
+    per GPU at a time."""
+    import subprocess
+    import threading
+    import time
+
+    from ladder import sweep
+
+    seen, lock, busy = [], threading.Lock(), set()
+
+    class FakeProcess:  # stands in for `ladder probe`: records the GPU it was given and holds it a while
+        returncode = 0
+
+        def __init__(self, command, env, **kwargs):
+            self.pid, self.gpu = -1, env.get("CUDA_VISIBLE_DEVICES")
+            with lock:
+                assert self.gpu not in busy, "two runs on one GPU"
+                busy.add(self.gpu)
+                seen.append(self.gpu)
+
+        def communicate(self):
+            time.sleep(0.05)
+            with lock:
+                busy.discard(self.gpu)
+            return "", "no report"
+
+    monkeypatch.setattr(subprocess, "Popen", FakeProcess)
+    result = sweep.run_sweep(None, [f"/ckpt-{i}" for i in range(6)], overrides=[], gpus=["0", "1"])
+    assert set(seen) == {"0", "1"} and len(seen) == 6 and len(result.rows) == 6, seen
