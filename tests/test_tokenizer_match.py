@@ -113,3 +113,57 @@ def test_untrained_rows_are_initialisation_signatures_not_small_norms():
     base = weights.clone()
     assert untrained_rows([("input", weights)], [trained_small], {"input": base}) == {}
     assert torch.equal(base, weights)
+
+
+def permuted_tokenizer_copy(source, share: float, seed: int = 0):
+    """`source` with a tokenizer of "another build": the same size, special tokens and merges, but `share` of
+    the ordinary tokens' ids handed to other tokens (the weights are the source's, linked)."""
+    import os
+    import random
+
+    from derived_models import derived_model
+
+    def build(dest):
+        for path in source.iterdir():
+            if path.name == "model.safetensors":
+                os.symlink(path, dest / path.name)
+            elif path.is_file() and path.name != "manifest.json":
+                shutil.copy2(path, dest / path.name)
+        data = json.loads((dest / "tokenizer.json").read_text())
+        special = {token["id"] for token in data.get("added_tokens", [])}
+        vocab = data["model"]["vocab"]
+        ordinary = sorted(i for i in vocab.values() if i not in special)
+        rng = random.Random(seed)
+        chosen = rng.sample(ordinary, int(len(ordinary) * share))
+        moved = dict(zip(chosen, rng.sample(chosen, len(chosen))))
+        data["model"]["vocab"] = {token: moved.get(i, i) for token, i in vocab.items()}
+        (dest / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")
+
+    return derived_model("permuted-tokenizer", [source], {"share": share, "seed": seed}, build)
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    from ladder.fixtures.real import smollm2_dir
+
+    return smollm2_dir()
+
+
+@pytest.mark.parametrize("share", [0.5, 1.0])
+def test_a_tokenizer_of_another_build_is_named_with_no_other_to_compare(tmp_path, smollm2, share):
+    """The real model with a tokenizer whose ordinary ids are handed around (same size, same special ids), no
+    base and no harness: the embedding's geometry names it. A warning, not a culprit: a model trained from
+    scratch with a big vocabulary sits at chance too (5% on this tokenizer, measured)."""
+    model = permuted_tokenizer_copy(smollm2, share)
+    report, _ = run_rungs(tmp_path, ["tokenizer-match"], model=model)
+    result = rung(report, "tokenizer-match")
+    assert result.status.value == "warn" and "may not be this model's" in result.summary, result.summary
+    geometry = result.evidence["spelling_variants"]
+    assert geometry["above_chance"] < 0.5 and geometry["template_accuracy"] == 0, geometry
+
+
+def test_the_real_models_own_tokenizer_passes_on_its_geometry(tmp_path, smollm2):
+    report, _ = run_rungs(tmp_path, ["tokenizer-match"], model=smollm2)
+    result = rung(report, "tokenizer-match")
+    assert result.status.value != "fail" and "may not be this model's" not in result.summary, result.summary
+    assert result.evidence["spelling_variants"]["above_chance"] >= 0.7, result.evidence["spelling_variants"]

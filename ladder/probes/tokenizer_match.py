@@ -11,7 +11,13 @@ What it checks:
     somewhere else than the model (or the case gives a base), whether the tokenizer
     in use belongs to this model: where it splits the probe text differently from
     one known to belong (the checkpoint's own, the base's), the model's loss on
-    that text through each.
+    that text through each. With nothing to compare with, the embedding's own
+    geometry: spelling variants (` the` / `the` / `The`) sit far closer than random
+    tokens in a model's own tokenizer and at chance through one of another build
+    (ids that mean other tokens). Near chance warns, never fails: a model trained
+    from scratch on a small corpus with a big vocabulary leaves most rows untrained
+    and sits at chance as well (vocabularies with too few variant pairs, as tiny
+    ones, are not measured).
 
 Why it matters:
     A tokenizer with tokens the embedding lacks, special ids that disagree with
@@ -42,6 +48,12 @@ class Params(BaseModel):
     max_loss_ratio: float = Field(default=1.1, ge=1,
                                   description="How many times the model's own loss (nats per character) another "
                                               "tokenizer's may reach before it does not belong to the model.")
+    min_variant_share: float = Field(default=0.5, ge=0, le=1,
+                                     description="With no other tokenizer to compare with: the share of spelling-"
+                                                 "variant pairs (' the' / 'the' / 'The') that must sit closer in the "
+                                                 "embedding than chance (5%), else a warning; a model's own "
+                                                 "tokenizer puts most of them there, one of another build almost "
+                                                 "none.")
 
 
 def _ids(value) -> list[int]:
@@ -154,12 +166,74 @@ class TokenizerMatch(Probe):
                                 f"{reference_name} tokenizer")
         if checked:
             evidence["tokenizer_comparisons"] = checked
+        elif not beyond:  # nothing known to belong to compare with: the embedding's own geometry
+            geometry = variant_geometry(tokenizer, net.get_input_embeddings().weight)
+            evidence["spelling_variants"] = geometry
+            share = geometry["above_chance"]
+            if share is not None and share < params.min_variant_share:
+                accuracy = template_accuracy(ctx, model)
+                geometry["template_accuracy"] = accuracy
+                finding = (f"the tokenizer may not be this model's: only {share:.0%} of {geometry['variant_pairs']} "
+                           f"spelling-variant pairs (' the' / 'the' / 'The') sit closer in the embedding than random "
+                           f"tokens (chance {geometry['chance']:.0%}), where a model's own tokenizer puts most there")
+                # only a warning: a model trained from scratch on a small corpus with a big vocabulary leaves
+                # most rows untrained, and its variants sit at chance too (measured: 5%, tied or not)
+                warnings.append(finding + (f"; through its template it answers {accuracy:.0%} of the probe prompts"
+                                           if accuracy is not None else "") + ": give --base (or the tokenizer "
+                                "the model was trained with) to compare")
         if problems:
             return failed("; ".join(problems), problems=problems, warnings=warnings, **evidence)
         if warnings:
             return warned("; ".join(warnings), warnings=warnings, **evidence)
         return passed(f"tokenizer ({size} tokens) and model ({rows} embedding rows) agree on ids and special tokens",
                       **evidence)
+
+
+# spelling variants (` the` / `the` / `The`): in a model's own tokenizer their embedding rows sit much closer
+# than random pairs; through a tokenizer of another build (ids that mean other tokens) they sit at chance
+MIN_VARIANT_PAIRS = 300
+CHANCE_QUANTILE = 0.95
+
+
+def spelling_variant_pairs(tokenizer, rows: int) -> list[tuple[int, int]]:
+    """Pairs of ordinary token ids whose strings differ only by a leading-space marker or case."""
+    special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
+    groups: dict[str, list[int]] = {}
+    for token, index in tokenizer.get_vocab().items():
+        if index >= rows or index in special:
+            continue
+        key = token.replace("Ġ", "").replace("▁", "").lstrip().lower()
+        if len(key) >= 2:
+            groups.setdefault(key, []).append(index)
+    return [(ids[0], other) for ids in groups.values() for other in sorted(ids)[1:2] if other != ids[0]]
+
+
+def variant_geometry(tokenizer, embeddings, seed: int = 0) -> dict:
+    """How much closer spelling variants sit in `embeddings` than random ordinary pairs: the share of variant
+    pairs whose cosine exceeds the 95th percentile of random pairs (chance: 5%)."""
+    import random
+
+    import torch
+
+    rows = embeddings.shape[0]
+    pairs = spelling_variant_pairs(tokenizer, rows)
+    out = {"variant_pairs": len(pairs), "chance": round(1 - CHANCE_QUANTILE, 3)}
+    if len(pairs) < MIN_VARIANT_PAIRS:
+        return {**out, "above_chance": None, "why": f"fewer than {MIN_VARIANT_PAIRS} spelling-variant pairs in "
+                                                  "the vocabulary: not measured"}
+    special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
+    ordinary = [i for i in range(rows) if i not in special]
+    rng = random.Random(seed)
+    random_pairs = [tuple(rng.sample(ordinary, 2)) for _ in range(4000)]
+    with torch.no_grad():
+        def cosines(pairs_):
+            left = embeddings[[a for a, _ in pairs_]].float()
+            right = embeddings[[b for _, b in pairs_]].float()
+            return torch.nn.functional.cosine_similarity(left, right, dim=-1)
+
+        threshold = torch.quantile(cosines(random_pairs), CHANCE_QUANTILE)
+        share = float((cosines(pairs) > threshold).float().mean())
+    return {**out, "above_chance": round(share, 3)}
 
 
 def untrained_rows(matrices: list[tuple[str, object]], added: list[int],
@@ -205,6 +279,22 @@ def untrained_rows(matrices: list[tuple[str, object]], added: list[int],
             for sign in signs:
                 found.setdefault(token, []).append(sign)
     return found
+
+
+def template_accuracy(ctx, model) -> float | None:
+    """The share of probe prompts with an expected answer that the model answers through its own template,
+    greedily (None when none has an expectation)."""
+    from ladder.harness import probe_prompts
+    from ladder.harness.compare import end_of_turn_id, measure_path, stop_set, template_analysis
+
+    prompts = [p for p in probe_prompts(ctx.case) if p["expect"]]
+    if not prompts or not model.has_chat_template():
+        return None
+    analysis = template_analysis(ctx, model)
+    ids = [model.chat_ids([{"role": "user", "content": p["prompt"]}]) for p in prompts]
+    path = measure_path(model, ids, [p["expect"] for p in prompts], stops=stop_set(model, analysis),
+                        end_of_turn=end_of_turn_id(model.tokenizer, analysis), max_new_tokens=24)
+    return path["metrics"]["accuracy"]
 
 
 def _base_embeddings(ctx) -> dict[str, object]:
