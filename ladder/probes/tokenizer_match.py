@@ -152,12 +152,12 @@ class TokenizerMatch(Probe):
             if suspect_tok is None or reference_tok is None:
                 continue
             same_ids = suspect_tok(text)["input_ids"] == reference_tok(text)["input_ids"]
+            checked.append({"tokenizer": suspect_name, "against": reference_name, "same_ids_on_probe_text": same_ids})
+            if same_ids:  # the same ids: nothing to measure, no forward pass spent
+                continue
             loss = {suspect_name: _nats_per_char(model, suspect_tok, text, rows),
                     reference_name: _nats_per_char(model, reference_tok, text, rows)}
-            checked.append({"tokenizer": suspect_name, "against": reference_name, "same_ids_on_probe_text": same_ids,
-                            "nats_per_char": loss})
-            if same_ids:
-                continue
+            checked[-1]["nats_per_char"] = loss
             if loss[suspect_name] is None:
                 problems.append(f"{suspect_name} emits ids beyond the model's embedding")
             elif loss[reference_name] is not None and loss[suspect_name] > loss[reference_name] * params.max_loss_ratio:
