@@ -195,9 +195,9 @@ MIN_VARIANT_PAIRS = 300
 CHANCE_QUANTILE = 0.95
 
 
-def spelling_variant_pairs(tokenizer, rows: int) -> list[tuple[int, int]]:
-    """Pairs of ordinary token ids whose strings differ only by a leading-space marker or case."""
-    special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
+def spelling_variant_pairs(tokenizer, rows: int, special: set[int]) -> list[tuple[int, int]]:
+    """One pair per spelling: the two lowest ordinary token ids whose strings differ only by a leading-space
+    marker or case."""
     groups: dict[str, list[int]] = {}
     for token, index in tokenizer.get_vocab().items():
         if index >= rows or index in special:
@@ -205,7 +205,7 @@ def spelling_variant_pairs(tokenizer, rows: int) -> list[tuple[int, int]]:
         key = token.replace("Ġ", "").replace("▁", "").lstrip().lower()
         if len(key) >= 2:
             groups.setdefault(key, []).append(index)
-    return [(ids[0], other) for ids in groups.values() for other in sorted(ids)[1:2] if other != ids[0]]
+    return [(low, high) for low, high, *_ in (sorted(ids) for ids in groups.values() if len(ids) >= 2)]
 
 
 def variant_geometry(tokenizer, embeddings, seed: int = 0) -> dict:
@@ -216,12 +216,12 @@ def variant_geometry(tokenizer, embeddings, seed: int = 0) -> dict:
     import torch
 
     rows = embeddings.shape[0]
-    pairs = spelling_variant_pairs(tokenizer, rows)
+    special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
+    pairs = spelling_variant_pairs(tokenizer, rows, special)
     out = {"variant_pairs": len(pairs), "chance": round(1 - CHANCE_QUANTILE, 3)}
     if len(pairs) < MIN_VARIANT_PAIRS:
         return {**out, "above_chance": None, "why": f"fewer than {MIN_VARIANT_PAIRS} spelling-variant pairs in "
                                                   "the vocabulary: not measured"}
-    special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
     ordinary = [i for i in range(rows) if i not in special]
     rng = random.Random(seed)
     random_pairs = [tuple(rng.sample(ordinary, 2)) for _ in range(4000)]
