@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_case_flags(sweep)
     sweep.add_argument("--models", metavar="GLOB", nargs="+", required=True,
                        help="the checkpoints: folders or globs, e.g. 'runs/*/checkpoint-*' (quoted)")
-    sweep.add_argument("--jobs", type=int, metavar="N", help="checkpoints run at once (default: one per GPU, each on its own GPU; else one per core)")
+    sweep.add_argument("--jobs", type=int, metavar="N",
+                       help="checkpoints run at once (default: one per GPU, each on its own GPU; else one per core)")
     sweep.add_argument("--ray", metavar="ADDRESS", help="run each checkpoint as a Ray task: auto (the running "
                                                         "cluster), local (start one here), or the cluster's address")
     sweep.add_argument("--gpus-per-run", type=float, default=0, metavar="N", help="GPUs each Ray task asks for")
@@ -352,14 +353,15 @@ def cmd_sweep(args) -> int:
     result = run_sweep(str(Path(args.case).resolve()) if args.case else None, models, overrides=forwarded,
                        jobs=args.jobs, on_row=progress, harness_model=harness_model, ray_address=args.ray,
                        gpus_per_run=args.gpus_per_run)
+    matrix = result.to_json_dict()
     if args.json:
-        write_whole(Path(args.json), json.dumps(result.to_json_dict(), indent=1))
+        write_whole(Path(args.json), json.dumps(matrix, indent=1))
     if args.md:
         write_whole(Path(args.md), markdown(result))
     if args.html:
         from ladder.report.html import sweep_html
 
-        write_whole(Path(args.html), sweep_html(result.to_json_dict()))
+        write_whole(Path(args.html), sweep_html(matrix))
     print_table(result, Console())
     if result.interrupted:
         return EXIT_INTERRUPTED
@@ -450,8 +452,8 @@ def _run_and_report(case, args, preflight: bool = False) -> int:
 
 
 COMMANDS = {
-    "probe": cmd_probe, "preflight": cmd_preflight, "sweep": cmd_sweep, "demo": cmd_demo, "rules": cmd_rules, "validate": cmd_validate,
-    "explain": cmd_explain, "schema": cmd_schema, "probes": cmd_probes, "tui": cmd_tui,
+    "probe": cmd_probe, "preflight": cmd_preflight, "sweep": cmd_sweep, "demo": cmd_demo, "rules": cmd_rules,
+    "validate": cmd_validate, "explain": cmd_explain, "schema": cmd_schema, "probes": cmd_probes, "tui": cmd_tui,
 }
 
 

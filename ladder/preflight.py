@@ -34,6 +34,6 @@ def preflight_ladder(ladder_: "Ladder", registry: "ProbeRegistry") -> "Ladder":
     if not kept.rungs:
         from ladder.errors import InputError
 
-        raise InputError.single(f"the ladder {ladder_.name!r} has no rung that runs without a model: nothing to "
-                         "preflight")
+        raise InputError.single(f"the ladder {ladder_.name!r} has no rung that runs without a model: nothing "
+                                "to preflight")
     return kept

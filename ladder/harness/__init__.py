@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from ladder.probes.base import ProbeContext
     from ladder.resources import Resources
 
-__all__ = ["HarnessProbe", "HarnessRun", "harness_redirect", "harness_run", "harness_error_finding", "probe_prompts", "run_harness",
-           "DEFAULT_PROMPTS", "DEFAULT_ANSWERS"]
+__all__ = ["HarnessProbe", "HarnessRun", "harness_redirect", "harness_run", "harness_error_finding", "probe_prompts",
+           "run_harness", "DEFAULT_PROMPTS", "DEFAULT_ANSWERS"]
 
 # Used when the case gives no prompts of its own: short questions any instruction-following chat model
 # answers, with the answer it gives (a regex searched in the reply, case-insensitive). A case adds its own

@@ -84,7 +84,8 @@ class Tap:
     `tap.mark(label)` tags the calls that follow (the prompt being run).
     """
 
-    def __init__(self, redirect: dict[str, str] | None = None, on_record=None, lenders: dict[str, Any] | None = None):
+    def __init__(self, redirect: dict[str, str] | None = None, on_record=None,
+                 lenders: dict[str, Any] | None = None):
         self.redirect = {os.fspath(k): os.fspath(v) for k, v in (redirect or {}).items()}
         # model path -> ladder's loaded model (an HFModel): a harness loading that checkpoint the same way is
         # handed ladder's instance instead of a second copy of the weights (`HFModel.lends_to`)

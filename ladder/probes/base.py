@@ -75,8 +75,8 @@ def cancel_point() -> None:
 
 
 def count_cost(what: str, amount: int = 1) -> None:
-    """Add to the running rung's cost (`evidence.cost` in the report): model loads, forward passes, generate calls,
-    tokens generated, HTTP requests. Outside a rung (no runner) it counts nothing."""
+    """Add to the running rung's cost (`evidence.cost` in the report): model loads, forward passes, generate
+    calls, tokens generated, HTTP requests. Outside a rung (no runner) it counts nothing."""
     cost = getattr(running_rung, "cost", None)
     if cost is not None:
         cost[what] = cost.get(what, 0) + amount

@@ -133,7 +133,7 @@ def _tables(evidence: dict[str, Any]) -> str:
     """Dicts of dicts (`metrics: {metric: {harness: x, template: y}}`) as tables."""
     out = []
     for key, value in evidence.items():
-        if key in ("side_by_side", "series") or not isinstance(value, dict) or not value:
+        if not isinstance(value, dict) or not value:
             continue
         rows = list(value.items())
         if not all(isinstance(v, dict) for _, v in rows):

@@ -1,6 +1,7 @@
-"""Evidence by shape, shared by the TUI, the CLI and the HTML report. Side-by-side evidence: a dict whose keys pair up by prefix (`harness_sent` / `template_sends`,
-`harness_answer` / `template_answer`) split into shared rows and two paired columns. Shown by the TUI
-and by `ladder probe` under its culprit; rendered by shape, never by rung."""
+"""Evidence by shape, shared by the TUI, the CLI and the HTML report: series values as numbers, and
+side-by-side evidence, a dict whose keys pair up by prefix (`harness_sent` / `template_sends`,
+`harness_answer` / `template_answer`) split into shared rows and two paired columns; rendered by shape,
+never by rung."""
 
 from __future__ import annotations
 
