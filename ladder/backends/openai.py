@@ -2,8 +2,10 @@
 SGLang, TGI, Ollama's `/v1`, `transformers serve`).
 
 Standard library only (`urllib`): no client package is needed. `ServedModel.discover()` asks the server
-what it really does instead of trusting its documentation: the models it lists, and whether `logprobs`
-come back when requested (`transformers serve` ignores them). Every request is greedy (`temperature` 0)
+what it really does instead of trusting its documentation: the models it lists, whether `logprobs`
+come back when requested (`transformers serve` ignores them), and whether it shows how it renders a
+conversation (`render_template`): `/tokenize` with `messages` (vLLM, SGLang), `/chat_tokenize` (TGI) or
+`/apply-template` (llama.cpp's `llama-server`), tried in that order at the server's root. Every request is greedy (`temperature` 0)
 and counted (`requests`), and its wall time summed (`seconds`). The API key is read from the environment
 variable the case names and sent as a bearer token; it is never stored in a record or a report.
 """
@@ -37,16 +39,43 @@ class Reply:
 
 
 @dataclass
+class Rendering:
+    """How the server renders a conversation: its token ids, its text, or both, and the endpoint that said."""
+
+    via: str
+    ids: list[int] | None = None
+    text: str | None = None
+
+
+# Endpoints (at the server's root, not under /v1) that show the server's rendering of a conversation:
+# (path, request body, how to read the reply). The first that answers is the one used.
+RENDER_ENDPOINTS: tuple[tuple[str, Any, Any], ...] = (
+    ("/tokenize",  # vLLM, SGLang
+     lambda model, messages: {"model": model, "messages": messages, "add_generation_prompt": True},
+     lambda data: Rendering("/tokenize", ids=[int(t) for t in data["tokens"]])),
+    ("/chat_tokenize",  # TGI
+     lambda model, messages: {"model": model, "messages": messages},
+     lambda data: Rendering("/chat_tokenize", ids=[int(t["id"]) for t in data["tokenize_response"]],
+                            text=data.get("templated_text"))),
+    ("/apply-template",  # llama.cpp's llama-server
+     lambda model, messages: {"messages": messages},
+     lambda data: Rendering("/apply-template", text=str(data["prompt"]))),
+)
+
+
+@dataclass
 class ServedModel:
     """One model on one OpenAI-compatible server."""
 
     url: str  # the API root, e.g. http://127.0.0.1:8000/v1
     model: str | None = None
     api_key_env: str | None = None
-    capabilities: frozenset[str] = frozenset({"chat", "completions"})  # `logprobs` when discover() sees them
+    # `logprobs` and `render_template` when discover() sees them
+    capabilities: frozenset[str] = frozenset({"chat", "completions"})
     requests: int = 0
     seconds: float = 0.0
     listed: list[str] = field(default_factory=list)
+    render_path: str | None = None  # the endpoint that shows the server's rendering (discover())
     name: ClassVar[str] = "openai"
     how_to_reach: ClassVar[str] = "give --endpoint URL"
 
@@ -62,8 +91,15 @@ class ServedModel:
             headers["Authorization"] = f"Bearer {key}"
         return headers
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        request = urllib.request.Request(self.url.rstrip("/") + path, method=method, headers=self._headers(),
+    def root(self) -> str:
+        """The server's root: the API URL without its trailing `/v1`."""
+        url = self.url.rstrip("/")
+        return url[: -len("/v1")] if url.endswith("/v1") else url
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None, *,
+              at_root: bool = False) -> dict[str, Any]:
+        base = self.root() if at_root else self.url.rstrip("/")
+        request = urllib.request.Request(base + path, method=method, headers=self._headers(),
                                          data=None if body is None else json.dumps(body).encode())
         from ladder.probes.base import count_cost
 
@@ -96,8 +132,26 @@ class ServedModel:
             self.model = self.listed[0]
         probe = self.complete("Hello", max_tokens=1, logprobs=True)
         capabilities = {"chat", "completions"} | ({"logprobs"} if probe.logprobs_returned else set())
+        for path, body, read in RENDER_ENDPOINTS:
+            try:
+                read(self._call("POST", path, body(self.model, [{"role": "user", "content": "Hello"}]), at_root=True))
+            except (ServerError, KeyError, TypeError, ValueError):
+                continue  # not this server's endpoint (404), or another shape
+            self.render_path = path
+            capabilities.add("render_template")
+            break
         self.capabilities = frozenset(capabilities)
         return self
+
+    def render(self, messages: list[dict[str, str]]) -> Rendering | None:
+        """The server's own rendering of `messages` with the generation prompt (None when it shows none)."""
+        for path, body, read in RENDER_ENDPOINTS:
+            if path == self.render_path:
+                try:
+                    return read(self._call("POST", path, body(self.model, messages), at_root=True))
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise ServerError(f"POST {self.root()}{path}: an unexpected reply ({exc})") from None
+        return None
 
     def _choice(self, data: dict[str, Any]) -> dict[str, Any]:
         choices = data.get("choices") or []

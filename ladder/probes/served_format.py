@@ -13,7 +13,12 @@ What it checks:
     the adapter, other weights); where the checkpoint stops on its end-of-turn token and
     the server, on the same prompt text, runs on to the token limit (`finish_reason:
     length`), the server's stop set lacks it. `usage.prompt_tokens` of the chat request against the
-    checkpoint's own token count shows the rendering's length on the server. The same
+    checkpoint's own token count shows the rendering's length on the server; where the
+    server shows its rendering (`/tokenize` with messages on vLLM and SGLang, TGI's
+    `/chat_tokenize`, llama.cpp's `/apply-template`), it is set beside the checkpoint's
+    and classified (its template, another format, a second BOS) as prompt-format
+    classifies a harness's text. A rendering that differs while the replies agree is a
+    warn: a hazard that changed nothing measured. The same
     chat requests sent without a temperature show whether the server samples then (its
     generation config): a fail when your harness sends such requests, else a warn. Whether
     the server returns `logprobs` when asked is recorded (some silently ignore them).
@@ -94,6 +99,10 @@ class ServedFormat(Probe):
         except ServerError as exc:  # cannot measure: not a verdict about the server's format
             return Finding(status=Status.ERROR, summary=f"the server at {server.url} failed on the probe prompts: {exc}",
                            evidence={"endpoint": server.url, "served_model": server.model})
+        try:
+            rendering = server_rendering(server, model, analysis, prompts[0])
+        except ServerError as exc:
+            rendering = {"error": str(exc)}
         template_differ = disagreement([r.text for r in chat], [r.text for r in raw])
         weights_differ = disagreement([r.text for r in raw], local)
         example = next(iter(template_differ["differing_prompts"] or weights_differ["differing_prompts"] or [0]))
@@ -108,7 +117,11 @@ class ServedFormat(Probe):
                              "checkpoint_in_process": local[example]},
             "template_paths_differ": template_differ, "weights_paths_differ": weights_differ,
             "finish_reasons": [r.finish_reason for r in chat], "requests": server.requests,
+            "server_rendering": rendering,
         }
+        if rendering.get("text") is not None:
+            evidence["side_by_side"]["server_renders"] = rendering["text"]
+            evidence["side_by_side"]["rendering_prompt"] = prompts[0]
 
         def material(differ) -> bool:
             return differs_materially(differ["differing"], differ["prompts"], params.min_reply_disagreement)
@@ -129,10 +142,13 @@ class ServedFormat(Probe):
                           **evidence)
         counts = [(s, c) for s, c in zip(evidence["prompt_tokens"]["server_chat"], local_counts) if s is not None]
         longer = [s - c for s, c in counts if s != c]
+        renders_otherwise = rendering.get("same_as_checkpoint") is False
+        how = f": its {rendering['via']} shows the conversation rendered {rendering['detail']}" \
+            if renders_otherwise else ""
         if material(template_differ):
             length = (f"; its chat prompts are {_tokens_words(longer)} than the checkpoint's rendering"
                       if longer else "")
-            return failed(f"the server renders conversations with another template than the checkpoint's: its "
+            return failed(f"the server renders conversations with another template than the checkpoint's{how}; its "
                           f"chat replies differ from the checkpoint's own format sent raw to it on "
                           f"{template_differ['differing']}/{template_differ['prompts']} prompts{length}", **evidence)
         if material(weights_differ):
@@ -140,6 +156,11 @@ class ServedFormat(Probe):
                           f"prompt text its replies differ from the checkpoint's in-process on "
                           f"{weights_differ['differing']}/{weights_differ['prompts']} prompts (another model, the "
                           "base without its adapter, other weights or settings)", **evidence)
+        if renders_otherwise:  # a hazard that changed no reply measured here
+            return warned(f"the server renders conversations otherwise than the checkpoint{how}; but its chat "
+                          f"replies agree with the checkpoint's format on "
+                          f"{template_differ['prompts'] - template_differ['differing']}/{template_differ['prompts']} "
+                          "prompts: other prompts (a system message, several turns) may not", **evidence)
         sampling = injected_sampling(server, prompts, params.max_new_tokens)
         evidence["unset_temperature"] = sampling
         if sampling["replies_vary"]:
@@ -156,6 +177,41 @@ class ServedFormat(Probe):
                       f"chat endpoint, the checkpoint's format and in-process on "
                       f"{template_differ['prompts'] - template_differ['differing']}/{template_differ['prompts']} "
                       f"prompts; logprobs {evidence['logprobs']}", **evidence)
+
+
+def server_rendering(server, model, analysis, prompt: str) -> dict:
+    """The server's rendering of one probe conversation beside the checkpoint's: the same ids (or text), and
+    what the server's text went through, classified against the checkpoint's template as a harness's text is.
+    Empty when the server shows no rendering."""
+    from ladder.templates import classify
+
+    messages = [{"role": "user", "content": prompt}]
+    found = server.render(messages)
+    if found is None:
+        return {}
+    tokenizer = model.tokenizer
+    local_ids = model.chat_ids(messages)
+    local_text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    text = found.text if found.text is not None else tokenizer.decode(found.ids, skip_special_tokens=False)
+    out = {"via": found.via, "text": text, "checkpoint_text": local_text}
+    if found.ids is not None:
+        out.update(server_ids=found.ids, checkpoint_ids=local_ids, same_as_checkpoint=found.ids == local_ids)
+    else:
+        out["same_as_checkpoint"] = text == local_text
+    if analysis is not None:
+        kind = classify(text, analysis, prompt=prompt, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token)
+        extra = f" with {kind.extra_leading_bos} BOS too many" if kind.extra_leading_bos else ""
+        detail = kind.detail + extra
+        if kind.kind == "template" and not extra:
+            detail = "the checkpoint's template, but other token ids"
+        out.update(format=kind.kind, detail=detail)
+        if kind.extra_leading_bos:
+            out["extra_leading_bos"] = kind.extra_leading_bos
+    else:
+        out["detail"] = "not the checkpoint's rendering"
+    if out["same_as_checkpoint"]:
+        out["detail"] = "the checkpoint's own rendering"
+    return out
 
 
 def injected_sampling(server, prompts: list[str], max_new_tokens: int, repeats: int = 2) -> dict:
