@@ -16,6 +16,19 @@ from ladder.errors import InputError, Problem
 from ladder.yamlpos import load_yaml_mapping, position_of
 
 
+_MEMORY_ITEM = r"\s*(cpu|mps|\d+)\s*=\s*\d+(\.\d+)?\s*[KMGT]i?B\s*"
+MAX_MEMORY_PATTERN = rf"^{_MEMORY_ITEM}(,{_MEMORY_ITEM})*$"
+
+
+def max_memory_map(spec: str) -> dict[int | str, str]:
+    """`0=20GiB,cpu=48GiB` as accelerate's `max_memory` ({0: "20GiB", "cpu": "48GiB"})."""
+    found: dict[int | str, str] = {}
+    for item in spec.split(","):
+        device, _, size = (part.strip() for part in item.partition("="))
+        found[int(device) if device.isdigit() else device] = size.replace(" ", "")
+    return found
+
+
 class ProbePrompt(BaseModel):
     """A prompt of the user's own, with an optional expected answer."""
 
@@ -59,6 +72,11 @@ class Case(BaseModel):
                                            "accelerate when there are any, else cpu), cpu, cuda, cuda:N (default: cpu).")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] | None = Field(default=None,
                               description="dtype of ladder's own model loads (default: auto, the checkpoint's).")
+    max_memory: str | None = Field(default=None,
+                                   description="The most memory each device may hold of ladder's own loads, "
+                                               "`DEVICE=SIZE,...` (`0=20GiB,cpu=48GiB`): the model is sharded over "
+                                               "them with accelerate (`device_map=\"auto\"`) and what does not "
+                                               "fit is offloaded to disk.")
     harness_timeout: float = Field(default=300.0, gt=0, description="Seconds a harness gets for one prompt.")
     endpoint: str | None = Field(default=None, pattern=r"^https?://",
                                  description="An OpenAI-compatible server serving the model: `http://HOST:PORT/v1`.")
@@ -66,6 +84,14 @@ class Case(BaseModel):
                                      description="The model name to request from `endpoint` (default: the one it lists).")
     api_key_env: str | None = Field(default=None,
                                     description="The environment variable that holds the endpoint's API key (never recorded).")
+
+    @field_validator("max_memory")
+    @classmethod
+    def _memory_spec(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(MAX_MEMORY_PATTERN, value):
+            raise ValueError(f"{value!r} is not DEVICE=SIZE,...: give e.g. 0=20GiB,cpu=48GiB (devices: a GPU "
+                             "index, cpu or mps; sizes in KB, MB, GB, TB or KiB ... TiB)")
+        return value
 
     @field_validator("device")
     @classmethod

@@ -34,6 +34,8 @@ CASE_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--text-field", "NAME", {"help": "the text field of the training data"}),
     ("--device", "D", {"help": "where ladder loads the model: auto (GPUs, sharded when needed), cpu, cuda, cuda:N"}),
     ("--dtype", "T", {"help": "dtype of ladder's own loads: auto (the checkpoint's), bfloat16, float16, float32"}),
+    ("--max-memory", "SPEC", {"help": "the most memory each device may hold of ladder's own loads, DEVICE=SIZE,... "
+                                      "(0=20GiB,cpu=48GiB): sharded over them, the rest offloaded to disk"}),
     ("--endpoint", "URL", {"help": "an OpenAI-compatible server that serves the model: http://HOST:PORT/v1"}),
     ("--served-model", "NAME", {"help": "the model name to request from --endpoint (default: the one it lists)"}),
     ("--api-key-env", "VAR", {"help": "the environment variable holding --endpoint's API key (never recorded)"}),

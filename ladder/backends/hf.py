@@ -7,8 +7,9 @@ every rung. Everything here uses public transformers 5 APIs.
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 if TYPE_CHECKING:
     from ladder.probes.base import ProbeContext
@@ -42,6 +43,7 @@ class HFModel:
     capabilities: frozenset[str] = CAPABILITIES
     requested_dtype: str = "auto"  # what ladder asked from_pretrained for (lending compares a harness's ask)
     as_loaded: dict[str, Any] | None = None  # `lend_state()` right after loading: lent only while it holds
+    offload_folder: Any = None  # the temporary folder accelerate offloads to under `max_memory`
     name: ClassVar[str] = "hf"
     how_to_reach: ClassVar[str] = "give --model DIR"
 
@@ -52,7 +54,10 @@ class HFModel:
 
     @classmethod
     def load(cls, path: str, *, device: str | None = None, dtype: str = "auto",
-             trust_remote_code: bool = False) -> "HFModel":
+             trust_remote_code: bool = False, max_memory: str | None = None) -> "HFModel":
+        """The checkpoint at `path` with its tokenizer, in eval mode. `device="auto"` shards it over the GPUs
+        (accelerate); `max_memory` (`0=20GiB,cpu=48GiB`) caps what each device holds, on a CPU-only machine
+        too, and offloads the rest to a temporary folder on disk."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -64,7 +69,13 @@ class HFModel:
         torch.set_num_threads(max(1, torch.get_num_threads()))
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         placement: dict[str, Any] = {}
-        if device == "auto" and torch.cuda.is_available():
+        offload = None
+        if max_memory:
+            from ladder.case import max_memory_map
+
+            offload = tempfile.TemporaryDirectory(prefix="ladder-offload-")
+            placement.update(device_map="auto", max_memory=max_memory_map(max_memory), offload_folder=offload.name)
+        elif device == "auto" and torch.cuda.is_available():
             placement["device_map"] = "auto"  # shards over the GPUs, offloads to CPU what does not fit (accelerate)
         model, info = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto", output_loading_info=True,
                                                            trust_remote_code=trust_remote_code, **placement)
@@ -73,16 +84,23 @@ class HFModel:
         model.eval()
         loaded = cls(path=path, model=model, tokenizer=tokenizer, loading_info=info or {},
                      requested_dtype=str(dtype or "auto"))
+        loaded.offload_folder = offload
         loaded.as_loaded = loaded.lend_state()
         return loaded
 
     @property
     def device(self):
-        return next(self.model.parameters()).device
+        """Where inputs go: the first parameter's device (the CPU for a model offloaded from the start)."""
+        device = next(self.model.parameters()).device
+        return device if device.type != "meta" else __import__("torch").device("cpu")
+
 
     def close(self) -> None:
         self.model = None
         self.tokenizer = None
+        if self.offload_folder is not None:
+            self.offload_folder.cleanup()
+            self.offload_folder = None
 
     def fingerprint(self) -> dict[str, Any]:
         """What a probe must leave as it found it (cheap: no pass over all the weights): dtype, device,
@@ -92,9 +110,12 @@ class HFModel:
         if self.model is None:
             return {}
         params = list(self.model.parameters())
-        picked = [params[0], params[len(params) // 2], params[-1]] if params else []
+        names = [name for name, _ in self.model.named_parameters()]
+        picked = {names[0], names[len(names) // 2], names[-1]} if names else set()
         with torch.no_grad():
-            sums = [round(float(p.detach().flatten()[:: max(1, p.numel() // 256)].double().sum()), 6) for p in picked]
+            sums = [round(float(p.detach().flatten()[:: max(1, p.numel() // 256)].double().sum()), 6)
+                    for name, p in (named_weights(self.model) if is_offloaded(self.model) else self.model.named_parameters())
+                    if name in picked]
         return {"dtype": str(params[0].dtype) if params else None, "device": str(self.device) if params else None,
                 "training": bool(self.model.training),
                 "attention": getattr(self.model.config, "_attn_implementation", None),
@@ -229,6 +250,60 @@ def _config_dict(config) -> dict[str, Any]:
     return data
 
 
+def named_weights(model) -> Iterator[tuple[str, Any]]:
+    """(name, tensor) of every parameter of `model` (as `named_parameters()` names them), with its values also
+    where accelerate offloaded it (`max_memory`, `device_map="auto"`: the module holds meta tensors, the values
+    sit on the CPU or disk). An offloaded module is brought to the CPU while its tensors are yielded and
+    dropped after: use each tensor before asking for the next."""
+    import torch
+
+    try:
+        from accelerate.utils import align_module_device, has_offloaded_params
+    except ImportError:  # no accelerate: nothing can be offloaded
+        yield from model.named_parameters()
+        return
+    wanted = {name for name, _ in model.named_parameters()}
+
+    def walk(prefix: str, module) -> Iterator[tuple[str, Any]]:
+        if has_offloaded_params(module):
+            with align_module_device(module, torch.device("cpu")):
+                for name, tensor in module.named_parameters():
+                    full = f"{prefix}{name}"
+                    if full in wanted:
+                        wanted.discard(full)
+                        yield full, tensor
+            return
+        for name, tensor in module.named_parameters(recurse=False):
+            if f"{prefix}{name}" in wanted:
+                wanted.discard(f"{prefix}{name}")
+                yield f"{prefix}{name}", tensor
+        for child_name, child in module.named_children():
+            yield from walk(f"{prefix}{child_name}.", child)
+
+    yield from walk("", model)
+
+
+def is_offloaded(model) -> bool:
+    """Whether accelerate holds some of `model`'s weights off the module (meta tensors; `max_memory`)."""
+    return any(p.device.type == "meta" for p in model.parameters())
+
+
+def weights_by_name(model, names: set[str] | None = None) -> dict[str, Any]:
+    """name -> values of `model`'s parameters (those in `names`, else all): the parameters themselves, or CPU
+    copies where accelerate offloaded them."""
+    if not is_offloaded(model):
+        return {name: p for name, p in model.named_parameters() if names is None or name in names}
+    return {name: p.detach().clone() for name, p in named_weights(model) if names is None or name in names}
+
+
+def weight_values(model, tensors: list[Any]) -> list[Any]:
+    """The values of some of `model`'s parameters, given as the parameter objects (e.g.
+    `model.get_input_embeddings().weight`; None stays None), as `weights_by_name` gives them."""
+    names = {id(tensor): name for name, tensor in model.named_parameters()}
+    found = weights_by_name(model, {names[id(t)] for t in tensors if t is not None and id(t) in names})
+    return [None if t is None else found.get(names.get(id(t)), t) for t in tensors]
+
+
 def hf_model(ctx: "ProbeContext", which: str = "model") -> HFModel:
     """The run's shared `model` (or `base`) of the case, loaded on first use."""
     path = getattr(ctx.case, which)
@@ -242,7 +317,7 @@ def hf_model(ctx: "ProbeContext", which: str = "model") -> HFModel:
             ctx.progress(f"loading the {which} ({size / 1e9:.2f} GB of weights on disk; ladder holds one copy, "
                          f"about {size * 1.2 / 1e9:.1f} GB in memory at the stored dtype)", None)
         return HFModel.load(path, device=ctx.case.device, dtype=ctx.case.dtype,
-                            trust_remote_code=ctx.case.trust_remote_code)
+                            trust_remote_code=ctx.case.trust_remote_code, max_memory=ctx.case.max_memory)
 
     return ctx.resources.get(f"hf:{which}", load)
 

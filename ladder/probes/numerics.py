@@ -70,12 +70,16 @@ def dtype_name(dtype) -> str:
 
 
 def nonfinite_weights(model) -> list[dict[str, Any]]:
+    import itertools
+
     import torch
+
+    from ladder.backends.hf import named_weights
 
     found = []
     with torch.no_grad():
-        for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
-            if not tensor.is_floating_point():
+        for name, tensor in itertools.chain(named_weights(model), model.named_buffers()):
+            if not tensor.is_floating_point() or tensor.device.type == "meta":
                 continue
             bad = (~torch.isfinite(tensor)).sum().item()
             if bad:

@@ -68,20 +68,19 @@ def layer_fingerprints(model) -> list[list[float]]:
     a few strided values (cheap, O(parameters) once)."""
     import torch
 
+    from ladder.backends.hf import named_weights
     from ladder.internals import decoder_layers
 
     _, layers = decoder_layers(model)
     prints = []
     with torch.no_grad():
         for layer in layers:
-            values: list[float] = []
-            for _, param in sorted(layer.named_parameters()):
+            per_tensor: dict[str, list[float]] = {}
+            for name, param in named_weights(layer):  # read while yielded: an offloaded tensor is dropped after
                 flat = param.detach().reshape(-1).float()
                 step = max(1, flat.numel() // 7)
-                values.append(float(flat.norm()))
-                values.append(float(flat.sum()))
-                values.extend(float(v) for v in flat[::step][:8])
-            prints.append(values)
+                per_tensor[name] = [float(flat.norm()), float(flat.sum()), *(float(v) for v in flat[::step][:8])]
+            prints.append([v for _, values in sorted(per_tensor.items()) for v in values])
     return prints
 
 

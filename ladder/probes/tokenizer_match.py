@@ -71,7 +71,7 @@ class TokenizerMatch(Probe):
     def run(self, ctx: ProbeContext):
         import os
 
-        from ladder.backends.hf import hf_model
+        from ladder.backends.hf import hf_model, weight_values
         from ladder.harness import harness_error_finding, harness_run, probe_prompts
 
         params: Params = ctx.params
@@ -110,8 +110,9 @@ class TokenizerMatch(Probe):
         # the pad row is never trained (padding_idx) and never matters; the rest count when the template uses them
         added = sorted(i for i in tokenizer.added_tokens_decoder if i < rows and i != tokenizer.pad_token_id)
         in_use = set(_template_token_ids(tokenizer)) | {tokenizer.bos_token_id, tokenizer.eos_token_id}
-        matrices = [("input", net.get_input_embeddings().weight),
-                    ("output", getattr(net.get_output_embeddings(), "weight", None))]
+        input_rows, output_rows = weight_values(net, [net.get_input_embeddings().weight,
+                                                      getattr(net.get_output_embeddings(), "weight", None)])
+        matrices = [("input", input_rows), ("output", output_rows)]
         base_matrices = _base_embeddings(ctx) if added else {}
         untrained = []
         for token, signs in untrained_rows(matrices, added, base_matrices).items():
@@ -167,7 +168,7 @@ class TokenizerMatch(Probe):
         if checked:
             evidence["tokenizer_comparisons"] = checked
         elif not beyond:  # nothing known to belong to compare with: the embedding's own geometry
-            geometry = variant_geometry(tokenizer, net.get_input_embeddings().weight)
+            geometry = variant_geometry(tokenizer, input_rows)
             evidence["spelling_variants"] = geometry
             share = geometry["above_chance"]
             if share is not None and share < params.min_variant_share:

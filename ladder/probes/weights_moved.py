@@ -84,13 +84,15 @@ def relative_changes(model, base) -> tuple[dict[str, float], list[str], list[str
     tensors read one at a time, so the base is never resident beside the model)."""
     import torch
 
-    tuned = dict(model.named_parameters())
+    from ladder.backends.hf import named_weights
+
+    total = sum(1 for _ in model.named_parameters())
     original = _weights_of(base)
     changes, notes, new = {}, [], []
     with torch.no_grad():
-        for step, (name, weight) in enumerate(tuned.items(), start=1):
-            if step % 16 == 0 or step == len(tuned):
-                step_progress("comparing tensors with the base", step, len(tuned))
+        for step, (name, weight) in enumerate(named_weights(model), start=1):  # offloaded ones read one by one
+            if step % 16 == 0 or step == total:
+                step_progress("comparing tensors with the base", step, total)
             reference = original(name)
             if reference is None:
                 new.append(name)
@@ -223,7 +225,9 @@ def merge_check(model, base, config, pairs, tolerance) -> dict[str, Any]:
     """Per adapted parameter: is W_model - W_base equal to scale·B·A (merged), zero (not applied), or else?"""
     import torch
 
-    tuned = dict(model.named_parameters())
+    from ladder.backends.hf import weights_by_name
+
+    tuned = weights_by_name(model, set(pairs))
     original = _weights_of(base) if base is not None else (lambda name: None)
     scale = lora_scale(config)
     verdicts: dict[str, list[str]] = {"merged": [], "not_applied": [], "other": [], "absent": []}
@@ -264,8 +268,9 @@ def streamed_base(ctx, model):
 def _weights_of(base):
     """name -> tensor or None, for a loaded model or `StreamedWeights`."""
     if hasattr(base, "named_parameters"):
-        parameters = dict(base.named_parameters())
-        return parameters.get
+        from ladder.backends.hf import weights_by_name
+
+        return weights_by_name(base).get
     return base.get
 
 
