@@ -1,8 +1,9 @@
 """The founding case served vs in-process, through the real CLI (`ladder probe --json`, the default ladder).
 
-    python bench/bench_served.py [--repeats 3]
+    python bench/bench_served.py [--repeats 3] [--servers transformers,vllm]
 
-Served: `transformers serve` on loopback serves the factory's chatml chat model; the harness posts the raw
+Served: `transformers serve` and vLLM (CPU, from `.ci/vllm-venv`'s virtualenv; left out, saying so,
+without it) on loopback serve the factory's chatml chat model; the harness posts the raw
 question to /v1/completions (urllib), and the case gives `--endpoint` too, so served-format runs. In-process:
 the same model behind a harness that calls `generate` on raw text. Prints, per setting, the culprit, the
 median wall time, and for the served one the HTTP requests per rung (the harness's, recorded by the tap, and
@@ -47,33 +48,44 @@ def requests_per_rung(report: dict) -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--servers", default="transformers,vllm", help="comma-separated: transformers, vllm")
     args = parser.parse_args()
 
     import yaml
 
     from interface_models import chat_model_dir, variant_harness
-    from served import serve, write_http_harness
+    from served import serve, serve_vllm, vllm_python, write_http_harness
 
     model = chat_model_dir("chatml")
     root = Path(tempfile.mkdtemp(prefix="ladder-served-"))
     local = root / "in-process"
     spec = variant_harness(local, model, mode="raw", batch=False)
     (local / "case.yaml").write_text(yaml.safe_dump({"model": str(model), "harness": spec}))
-    rows = {}
-    with serve(model, root) as server:
-        served = root / "served"
-        spec = write_http_harness(served, server, "completions")
-        (served / "case.yaml").write_text(yaml.safe_dump({"model": str(model), "harness": spec,
-                                                           "endpoint": server.url, "served_model": server.model}))
-        for name, folder in (("in-process", local), ("served", served)):
-            runs = [probe(folder / "case.yaml") for _ in range(args.repeats)]
-            report = runs[-1][0]
-            rows[name] = (report["culprit"]["rung"] if report.get("culprit") else None,
-                          statistics.median(seconds for _, seconds in runs), requests_per_rung(report))
+    rows = {"in-process": measure(local / "case.yaml", args.repeats)}
+    servers = {"transformers": serve, "vllm": serve_vllm}
+    for name in args.servers.split(","):
+        if name == "vllm" and vllm_python() is None:
+            print("vllm: left out (no virtualenv: run .ci/vllm-venv)")
+            continue
+        with servers[name](model, root) as server:
+            served = root / name
+            spec = write_http_harness(served, server, "completions")
+            (served / "case.yaml").write_text(yaml.safe_dump({"model": str(model), "harness": spec,
+                                                               "endpoint": server.url,
+                                                               "served_model": server.model}))
+            rows[f"served ({name})"] = measure(served / "case.yaml", args.repeats)
     for name, (culprit, seconds, requests) in rows.items():
-        print(f"{name:11} culprit {culprit!s:15} median {seconds:6.1f} s over {args.repeats}"
+        ratio = f" ({seconds / rows['in-process'][1]:.2f}x in-process)" if name != "in-process" else ""
+        print(f"{name:22} culprit {culprit!s:15} median {seconds:6.1f} s over {args.repeats}{ratio}"
               + (f"  HTTP requests per rung {requests}" if requests else ""))
-    print(f"served / in-process: {rows['served'][1] / rows['in-process'][1]:.2f}x")
+
+
+def measure(case: Path, repeats: int) -> tuple[str | None, float, dict[str, int]]:
+    """(culprit, median wall seconds, HTTP requests per rung) of `repeats` runs of the case."""
+    runs = [probe(case) for _ in range(repeats)]
+    report = runs[-1][0]
+    return (report["culprit"]["rung"] if report.get("culprit") else None,
+            statistics.median(seconds for _, seconds in runs), requests_per_rung(report))
 
 
 if __name__ == "__main__":
