@@ -140,8 +140,10 @@ class HFModel:
             if key in ("revision", "adapter_kwargs", "subfolder") and value in (None, "", "main", {}):
                 continue
             if key in ("trust_remote_code", "local_files_only", "low_cpu_mem_usage", "use_safetensors",
-                       "cache_dir", "token", "force_download"):
-                continue
+                       "cache_dir", "token", "force_download", "proxies", "_from_auto"):
+                continue  # where and how files are fetched, or that an Auto class called: not what is loaded
+            if value is None and key not in ("dtype", "torch_dtype"):
+                continue  # an option left at its default
             if key in ("dtype", "torch_dtype"):
                 if value in (None, "auto") and self.requested_dtype == "auto":
                     continue
