@@ -91,9 +91,10 @@ class HFModel:
     @property
     def device(self):
         """Where inputs go: the first parameter's device (the CPU for a model offloaded from the start)."""
-        device = next(self.model.parameters()).device
-        return device if device.type != "meta" else __import__("torch").device("cpu")
+        import torch
 
+        device = next(self.model.parameters()).device
+        return device if device.type != "meta" else torch.device("cpu")
 
     def close(self) -> None:
         self.model = None
@@ -112,10 +113,10 @@ class HFModel:
         params = list(self.model.parameters())
         names = [name for name, _ in self.model.named_parameters()]
         picked = {names[0], names[len(names) // 2], names[-1]} if names else set()
+        weights = named_weights(self.model) if is_offloaded(self.model) else self.model.named_parameters()
         with torch.no_grad():
             sums = [round(float(p.detach().flatten()[:: max(1, p.numel() // 256)].double().sum()), 6)
-                    for name, p in (named_weights(self.model) if is_offloaded(self.model) else self.model.named_parameters())
-                    if name in picked]
+                    for name, p in weights if name in picked]
         return {"dtype": str(params[0].dtype) if params else None, "device": str(self.device) if params else None,
                 "training": bool(self.model.training),
                 "attention": getattr(self.model.config, "_attn_implementation", None),

@@ -5,8 +5,8 @@ Standard library only (`urllib`): no client package is needed. `ServedModel.disc
 what it really does instead of trusting its documentation: the models it lists, whether `logprobs`
 come back when requested (`transformers serve` ignores them), and whether it shows how it renders a
 conversation (`render_template`): `/tokenize` with `messages` (vLLM, SGLang), `/chat_tokenize` (TGI) or
-`/apply-template` (llama.cpp's `llama-server`), tried in that order at the server's root. Every request is greedy (`temperature` 0)
-and counted (`requests`), and its wall time summed (`seconds`). The API key is read from the environment
+`/apply-template` (llama.cpp's `llama-server`), tried in that order at the server's root. Every request
+is greedy (`temperature` 0) and counted (`requests`), and its wall time summed (`seconds`). The API key is read from the environment
 variable the case names and sent as a bearer token; it is never stored in a record or a report.
 """
 
