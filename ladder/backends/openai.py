@@ -6,8 +6,9 @@ what it really does instead of trusting its documentation: the models it lists, 
 come back when requested (`transformers serve` ignores them), and whether it shows how it renders a
 conversation (`render_template`): `/tokenize` with `messages` (vLLM, SGLang), `/chat_tokenize` (TGI) or
 `/apply-template` (llama.cpp's `llama-server`), tried in that order at the server's root. Every request
-is greedy (`temperature` 0) and counted (`requests`), and its wall time summed (`seconds`). The API key is read from the environment
-variable the case names and sent as a bearer token; it is never stored in a record or a report.
+is greedy (`temperature` 0) and counted (`requests`), and its wall time summed (`seconds`). The API key
+is read from the environment variable the case names and sent as a bearer token; it is never stored in
+a record or a report.
 """
 
 from __future__ import annotations
@@ -145,13 +146,13 @@ class ServedModel:
 
     def render(self, messages: list[dict[str, str]]) -> Rendering | None:
         """The server's own rendering of `messages` with the generation prompt (None when it shows none)."""
-        for path, body, read in RENDER_ENDPOINTS:
-            if path == self.render_path:
-                try:
-                    return read(self._call("POST", path, body(self.model, messages), at_root=True))
-                except (KeyError, TypeError, ValueError) as exc:
-                    raise ServerError(f"POST {self.root()}{path}: an unexpected reply ({exc})") from None
-        return None
+        if self.render_path is None:
+            return None
+        body, read = {path: (body, read) for path, body, read in RENDER_ENDPOINTS}[self.render_path]
+        try:
+            return read(self._call("POST", self.render_path, body(self.model, messages), at_root=True))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ServerError(f"POST {self.root()}{self.render_path}: an unexpected reply ({exc})") from None
 
     def _choice(self, data: dict[str, Any]) -> dict[str, Any]:
         choices = data.get("choices") or []

@@ -100,7 +100,7 @@ class ServedFormat(Probe):
             return Finding(status=Status.ERROR, summary=f"the server at {server.url} failed on the probe prompts: {exc}",
                            evidence={"endpoint": server.url, "served_model": server.model})
         try:
-            rendering = server_rendering(server, model, analysis, prompts[0])
+            rendering = server_rendering(server, model, analysis, prompts[0], rendered[0])
         except ServerError as exc:
             rendering = {"error": str(exc)}
         template_differ = disagreement([r.text for r in chat], [r.text for r in raw])
@@ -148,8 +148,8 @@ class ServedFormat(Probe):
         if material(template_differ):
             length = (f"; its chat prompts are {_tokens_words(longer)} than the checkpoint's rendering"
                       if longer else "")
-            return failed(f"the server renders conversations with another template than the checkpoint's{how}; its "
-                          f"chat replies differ from the checkpoint's own format sent raw to it on "
+            return failed(f"the server renders conversations with another template than the checkpoint's{how}; "
+                          f"its chat replies differ from the checkpoint's own format sent raw to it on "
                           f"{template_differ['differing']}/{template_differ['prompts']} prompts{length}", **evidence)
         if material(weights_differ):
             return failed(f"the server does not run the checkpoint {ctx.case.model}: on the checkpoint's own "
@@ -179,10 +179,10 @@ class ServedFormat(Probe):
                       f"prompts; logprobs {evidence['logprobs']}", **evidence)
 
 
-def server_rendering(server, model, analysis, prompt: str) -> dict:
-    """The server's rendering of one probe conversation beside the checkpoint's: the same ids (or text), and
-    what the server's text went through, classified against the checkpoint's template as a harness's text is.
-    Empty when the server shows no rendering."""
+def server_rendering(server, model, analysis, prompt: str, local_text: str) -> dict:
+    """The server's rendering of one probe conversation beside the checkpoint's (`local_text`, its template's
+    text with the generation prompt): the same ids (or text), and what the server's text went through,
+    classified against the checkpoint's template as a harness's text is. Empty when the server shows none."""
     from ladder.templates import classify
 
     messages = [{"role": "user", "content": prompt}]
@@ -191,7 +191,6 @@ def server_rendering(server, model, analysis, prompt: str) -> dict:
         return {}
     tokenizer = model.tokenizer
     local_ids = model.chat_ids(messages)
-    local_text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     text = found.text if found.text is not None else tokenizer.decode(found.ids, skip_special_tokens=False)
     out = {"via": found.via, "text": text, "checkpoint_text": local_text}
     if found.ids is not None:
@@ -203,7 +202,8 @@ def server_rendering(server, model, analysis, prompt: str) -> dict:
         extra = f" with {kind.extra_leading_bos} BOS too many" if kind.extra_leading_bos else ""
         detail = kind.detail + extra
         if kind.kind == "template" and not extra:
-            detail = "the checkpoint's template, but other token ids"
+            detail = ("the checkpoint's template, but other token ids" if found.ids is not None
+                      else "the checkpoint's template, but not its exact text")
         out.update(format=kind.kind, detail=detail)
         if kind.extra_leading_bos:
             out["extra_leading_bos"] = kind.extra_leading_bos
