@@ -47,7 +47,7 @@ def child(layers: int, seq: int, batch: int, repeats: int, threads: int, mode: s
         pass
 
     hf = Handle()
-    hf.model = model
+    hf.network = model
     with torch.no_grad():  # warm-up: allocator and kernels, not counted
         model(input_ids=ids[:1, :8])
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

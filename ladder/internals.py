@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 if TYPE_CHECKING:
-    from ladder.backends.hf import HFModel
+    from ladder.backends.contract import Backend
     from ladder.case import Case
 
 NORM_NAMES = ("norm", "final_layernorm", "ln_f", "final_norm", "norm_f", "final_layer_norm")
@@ -77,7 +77,7 @@ def probe_texts(ctx, max_prompts: int) -> tuple[list[str], list[str] | None]:
     return prompt_strings(ctx.case), None
 
 
-def probe_batch(hf: "HFModel", prompts: list[str], *, max_prompts: int = 8,
+def probe_batch(hf: "Backend", prompts: list[str], *, max_prompts: int = 8,
                 answers: list[str] | None = None) -> ProbeBatch:
     """The prompts through the model's own chat template (plain text when it has none), as one batch.
 
@@ -92,12 +92,12 @@ def probe_batch(hf: "HFModel", prompts: list[str], *, max_prompts: int = 8,
             messages = [{"role": "user", "content": prompt}]
             if answer is not None:
                 messages.append({"role": "assistant", "content": answer})
-            ids = hf.chat_ids(messages, add_generation_prompt=answer is None)
-            start = len(hf.chat_ids(messages[:1], add_generation_prompt=True))
+            ids = hf.render(messages, add_generation_prompt=answer is None)
+            start = len(hf.render(messages[:1], add_generation_prompt=True))
         else:
             text = prompt if answer is None else f"{prompt}\n{answer}"
-            ids = list(hf.tokenizer(text)["input_ids"])
-            start = len(hf.tokenizer(f"{prompt}\n")["input_ids"])
+            ids = hf.tokenize(text)
+            start = len(hf.tokenize(f"{prompt}\n"))
         rows.append(ids)
         texts.append(prompt)
         starts.append(min(start, len(ids)) if answer is not None else len(ids))
@@ -105,8 +105,8 @@ def probe_batch(hf: "HFModel", prompts: list[str], *, max_prompts: int = 8,
     return to_tensors(hf, batch)
 
 
-def to_tensors(hf: "HFModel", batch: ProbeBatch) -> ProbeBatch:
-    input_ids, mask, _ = hf._left_padded(batch.rows)
+def to_tensors(hf: "Backend", batch: ProbeBatch) -> ProbeBatch:
+    input_ids, mask, _ = hf.padded(batch.rows)
     batch.input_ids, batch.attention_mask = input_ids, mask
     batch.position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     return batch

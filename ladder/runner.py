@@ -27,7 +27,7 @@ from typing import Callable
 from pydantic import ValidationError
 
 import ladder
-from ladder.backends import missing_capabilities, reached_backends
+from ladder.backends import MissingCapability, UndeclaredCapability, missing_capabilities, reached_backends
 from ladder.case import Case, describe_case, missing_input
 from ladder.events import Event, RunFinished, RungFinished, RungProgress, RungStarted, RunStarted
 from ladder.graph import ancestors
@@ -237,6 +237,9 @@ class Runner:
             running_rung.cancel_event = cancel_event
             running_rung.cost = cost
             running_rung.progress = progress
+            running_rung.probe = f"probe {probe_class.name!r}"
+            running_rung.capabilities = frozenset(probe_class.capabilities) | frozenset(
+                getattr(probe_class, "optional_capabilities", ()))
             outcome["finding"] = _run_probe(probe_class, context)
 
         self.resources.current_rung = rung.id
@@ -347,6 +350,12 @@ def _run_probe(probe_class, context: ProbeContext) -> Finding:
         return Finding(status=Status.SKIP, summary=outcome.reason, evidence=outcome.evidence)
     except Cancelled:
         return Finding(status=Status.NOT_RUN, summary="cancelled")
+    except MissingCapability as exc:  # a capability the backend turned out to lack (a server's, discovered)
+        return Finding(status=Status.SKIP, summary=f"needs the `{exc.capability}` capability, which the "
+                                                   f"{exc.backend} backend does not offer here",
+                       evidence={"missing_capabilities": [exc.capability], "backends": [exc.backend]})
+    except UndeclaredCapability as exc:
+        return Finding(status=Status.ERROR, summary=str(exc), traceback=traceback.format_exc())
     except ResourceUnavailable as exc:
         return Finding(status=Status.BLOCKED, summary=f"blocked: {exc}",
                        evidence={"unavailable": exc.key, "blocked_by": exc.rung})

@@ -101,33 +101,34 @@ class ModelParams(BaseModel):
 
 
 class SharedModel(Probe):
-    """Does something to the run's shared model (`hf_model`): uses it, runs forward passes forever,
+    """Does something to the run's shared model (`model_backend`): uses it, runs forward passes forever,
     spins forever without one, casts it to float16 and returns pass, or needs a model that cannot load."""
 
     name = "shared-model"
     needs = ("model",)
+    capabilities = ("weights",)
     Params = ModelParams
 
     def run(self, ctx: ProbeContext):
         import torch
 
-        from ladder.backends.hf import hf_model
+        from ladder.backends import model_backend
 
         action = ctx.params.action
-        model = hf_model(ctx)
+        model = model_backend(ctx)
         ids = torch.tensor([[1, 5, 6, 7]])
         if action == "forward-forever":
             with torch.no_grad():
                 while True:
-                    model.model(input_ids=ids)
+                    model.network(input_ids=ids)
         if action == "spin-forever":  # no forward pass, no progress call: it cannot be cancelled
             while not STOP_SPINNING.is_set():
                 time.sleep(0.01)
             return passed("stopped spinning")
         if action == "cast":
-            model.model.to(torch.float16)
+            model.network.to(torch.float16)
             return passed("cast the shared model to float16 and said nothing")
         with torch.no_grad():
-            logits = model.model(input_ids=ids).logits
+            logits = model.network(input_ids=ids).logits
         return passed(f"the shared model ran: {str(logits.dtype)}", dtype=str(logits.dtype),
                       fingerprint=model.fingerprint())

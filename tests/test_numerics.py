@@ -126,13 +126,13 @@ def test_reduced_precision_block_by_block_equals_a_whole_copy_and_leaves_the_wei
     hf = HFModel.load(str(chat_model_dir(style)))
     batch = probe_batch(hf, [prompt for prompt, _ in DEFAULT_PROMPTS])
     mask = batch.attention_mask.bool()
-    tensors = {name: (tensor, tensor.clone()) for name, tensor in hf.model.state_dict(keep_vars=True).items()}
+    tensors = {name: (tensor, tensor.clone()) for name, tensor in hf.network.state_dict(keep_vars=True).items()}
     for dtype in (torch.float16, torch.bfloat16):
-        whole_logits, whole_maxima = forward_max_abs(copy.deepcopy(hf.model).to(dtype), batch)
-        logits, maxima = run_in_dtype(hf.model, dtype, batch)
+        whole_logits, whole_maxima = forward_max_abs(copy.deepcopy(hf.network).to(dtype), batch)
+        logits, maxima = run_in_dtype(hf.network, dtype, batch)
         assert torch.allclose(logits[mask], whole_logits[mask], atol=1e-3, rtol=0), dtype
         assert maxima == pytest.approx(whole_maxima, rel=1e-3), dtype
-        assert not torch.equal(logits[mask], forward_max_abs(hf.model, batch)[0][mask]), "it did run reduced"
+        assert not torch.equal(logits[mask], forward_max_abs(hf.network, batch)[0][mask]), "it did run reduced"
     for name, (tensor, original) in tensors.items():
-        now = hf.model.state_dict(keep_vars=True)[name]
+        now = hf.network.state_dict(keep_vars=True)[name]
         assert now is tensor and now.dtype == original.dtype and torch.equal(now, original), name

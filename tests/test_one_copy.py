@@ -41,7 +41,7 @@ def run_with(tmp_path, load: str = "", after_load: str = ""):
     runner.walk(runner.ladder.order, stop_at_fail=False)  # not `run()`, which closes the resources inspected here
     try:
         loads = runner.resources.peek("harness:calls").model_loads()
-        ladders = runner.resources.peek("hf:model").model
+        ladders = runner.resources.peek("hf:model").loaded_model
         return runner.report(), runner, loads, int(id_file.read_text()), ladders
     finally:
         runner.resources.close()

@@ -33,10 +33,10 @@ def test_max_memory_offloads_the_layers_to_disk():
 
     loaded = HFModel.load(str(models.chat_model_dir("chatml")), max_memory=OFFLOADED)
     try:
-        placement = loaded.model.hf_device_map
-        assert "disk" in placement.values() and is_offloaded(loaded.model), placement
-        values = dict((name, float(t.detach().float().abs().sum())) for name, t in named_weights(loaded.model))
-        assert len(values) == len(list(loaded.model.named_parameters())) and all(v > 0 for v in values.values())
+        placement = loaded.network.hf_device_map
+        assert "disk" in placement.values() and is_offloaded(loaded.network), placement
+        values = dict((name, float(t.detach().float().abs().sum())) for name, t in named_weights(loaded.network))
+        assert len(values) == len(list(loaded.network.named_parameters())) and all(v > 0 for v in values.values())
         assert str(loaded.device) == "cpu"
     finally:
         loaded.close()

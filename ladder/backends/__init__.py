@@ -1,5 +1,9 @@
 """Backends: how the model is reached. `hf` (transformers in-process) and `openai` (an OpenAI-compatible server).
 
+Every backend implements the `Backend` contract (`ladder.backends.contract`): capabilities, and the methods
+probes use. Probes reach the checkpoint through `model_backend(ctx)` and the server through
+`served_model(ctx)`, and nothing else.
+
 A backend class declares `name`, the `capabilities` it can offer (`generate`, `logits`, `hidden_states`,
 `weights`, `chat_template`; `chat`, `completions`, `logprobs` over HTTP), `reaches(case)` (whether the
 case reaches the model through it) and `how_to_reach` (the flag that would). Backends register through
@@ -16,7 +20,14 @@ from __future__ import annotations
 import functools
 import importlib
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ladder.backends.contract import Backend, MissingCapability, UndeclaredCapability, require
+
+if TYPE_CHECKING:
+    from ladder.probes.base import ProbeContext
+
+__all__ = ["Backend", "MissingCapability", "UndeclaredCapability", "require", "model_backend", "served_model"]
 
 GROUP = "ladder.backends"
 
@@ -83,3 +94,18 @@ def missing_capabilities(reached: dict[str, frozenset[str]],
     where = f"; {' or '.join(offers)} {'offer' if len(offers) > 1 else 'offers'} {'them' if plural else 'it'}" \
         if offers else "; no installed backend offers " + ("them" if plural else "it")
     return missing, f"needs the {names} capabilit{'ies' if plural else 'y'}, which {through} cannot give{where}"
+
+
+def model_backend(ctx: "ProbeContext", which: str = "model") -> Backend:
+    """The case's checkpoint (`model`, or `base`) as the run reaches it, loaded once per run and shared by
+    every rung: the `hf` backend (in-process). Skips the rung when the case names no such checkpoint."""
+    from ladder.backends.hf import hf_model
+
+    return hf_model(ctx, which)
+
+
+def served_model(ctx: "ProbeContext") -> Backend:
+    """The run's served model (`--endpoint`), discovered on first use: the `openai` backend."""
+    from ladder.backends.openai import served_model as discovered
+
+    return discovered(ctx)

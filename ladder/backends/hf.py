@@ -1,7 +1,10 @@
 """The `hf` backend: the model and tokenizer loaded in-process with transformers.
 
-Loaded once per run through the run's `Resources` (`hf_model(ctx)`), shared by
-every rung. Everything here uses public transformers 5 APIs.
+Loaded once per run through the run's `Resources` (`hf_model(ctx)`, which probes reach as
+`model_backend(ctx)`), shared by every rung. `HFModel` implements the whole `Backend` contract
+(`ladder.backends.contract`); probes use its methods, never `loaded_model` or `loaded_tokenizer`,
+which are for the backend itself and for lending the instance to a harness. Everything here uses
+public transformers 5 APIs.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 if TYPE_CHECKING:
     from ladder.probes.base import ProbeContext
 
-CAPABILITIES = frozenset({"generate", "logits", "hidden_states", "weights", "chat_template"})
+from ladder.backends.contract import Backend, require
+
+CAPABILITIES = frozenset({"generate", "logits", "hidden_states", "weights", "chat_template", "tokenize"})
 
 
 def _quiet_transformers() -> None:
@@ -33,12 +38,12 @@ def cut_at_stop(ids: list[int], stops: set[int]) -> list[int]:
 
 
 @dataclass
-class HFModel:
+class HFModel(Backend):
     """A causal LM and its tokenizer, as ladder itself runs them (greedy, left padding, masked)."""
 
     path: str
-    model: Any
-    tokenizer: Any
+    loaded_model: Any
+    loaded_tokenizer: Any
     loading_info: dict[str, Any] = field(default_factory=dict)
     capabilities: frozenset[str] = CAPABILITIES
     requested_dtype: str = "auto"  # what ladder asked from_pretrained for (lending compares a harness's ask)
@@ -82,7 +87,7 @@ class HFModel:
         if not placement:
             model.to("cpu" if device in (None, "auto") else device)
         model.eval()
-        loaded = cls(path=path, model=model, tokenizer=tokenizer, loading_info=info or {},
+        loaded = cls(path=path, loaded_model=model, loaded_tokenizer=tokenizer, loading_info=info or {},
                      requested_dtype=str(dtype or "auto"))
         loaded.offload_folder = offload
         loaded.as_loaded = loaded.lend_state()
@@ -93,12 +98,12 @@ class HFModel:
         """Where inputs go: the first parameter's device (the CPU for a model offloaded from the start)."""
         import torch
 
-        device = next(self.model.parameters()).device
+        device = next(self.loaded_model.parameters()).device
         return device if device.type != "meta" else torch.device("cpu")
 
     def close(self) -> None:
-        self.model = None
-        self.tokenizer = None
+        self.loaded_model = None
+        self.loaded_tokenizer = None
         if self.offload_folder is not None:
             self.offload_folder.cleanup()
             self.offload_folder = None
@@ -108,18 +113,18 @@ class HFModel:
         train/eval mode, attention implementation, parameter count and a checksum of a few weights."""
         import torch
 
-        if self.model is None:
+        if self.loaded_model is None:
             return {}
-        params = list(self.model.parameters())
-        names = [name for name, _ in self.model.named_parameters()]
+        params = list(self.loaded_model.parameters())
+        names = [name for name, _ in self.loaded_model.named_parameters()]
         picked = {names[0], names[len(names) // 2], names[-1]} if names else set()
-        weights = named_weights(self.model) if is_offloaded(self.model) else self.model.named_parameters()
+        weights = named_weights(self.loaded_model) if is_offloaded(self.loaded_model) else self.loaded_model.named_parameters()
         with torch.no_grad():
             sums = [round(float(p.detach().flatten()[:: max(1, p.numel() // 256)].double().sum()), 6)
                     for name, p in weights if name in picked]
         return {"dtype": str(params[0].dtype) if params else None, "device": str(self.device) if params else None,
-                "training": bool(self.model.training),
-                "attention": getattr(self.model.config, "_attn_implementation", None),
+                "training": bool(self.loaded_model.training),
+                "attention": getattr(self.loaded_model.config, "_attn_implementation", None),
                 "parameters": len(params), "weights": sums}
 
     # ---- lending the loaded instance to an in-process harness ---------------------------
@@ -131,7 +136,7 @@ class HFModel:
         attention implementation, the checkpoint's own config)."""
         import torch
 
-        model = self.model
+        model = self.loaded_model
         if model is None or args or type(model) is not cls or getattr(model, "hf_device_map", None):
             return False
         if self.as_loaded is None or self.lend_state() != self.as_loaded or model.training:
@@ -165,73 +170,105 @@ class HFModel:
     def lend_state(self) -> dict[str, Any]:
         """What a harness must leave as it found it on a lent instance: the fingerprint, config and
         generation config (the train/eval mode is put back, not compared)."""
-        generation = getattr(self.model, "generation_config", None)
+        generation = getattr(self.loaded_model, "generation_config", None)
         return {"fingerprint": {k: v for k, v in self.fingerprint().items() if k != "training"},
-                "config": _config_dict(self.model.config),
+                "config": _config_dict(self.loaded_model.config),
                 "generation_config": generation.to_dict() if generation is not None else None}
 
-    # ---- prompts ------------------------------------------------------------------------
+    # ---- the contract (`Backend`) ------------------------------------------------------
 
     def has_chat_template(self) -> bool:
-        return bool(getattr(self.tokenizer, "chat_template", None))
+        return bool(getattr(self.loaded_tokenizer, "chat_template", None))
 
-    def chat_ids(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
-        """The token ids the model's own chat template gives for `messages`."""
-        encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
-                                                     tokenize=True)
+    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
+        require(self, "chat_template")
+        encoded = self.loaded_tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
+                                                            tokenize=True)
         ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
         return list(ids[0] if ids and isinstance(ids[0], list) else ids)
 
+    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        require(self, "tokenize")
+        return list(self.loaded_tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+
+    def detokenize(self, ids: list[int], skip_special_tokens: bool = False) -> str:
+        require(self, "tokenize")
+        return self.loaded_tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    @property
+    def tokenizer(self) -> Any:
+        require(self, "tokenize")
+        return self.loaded_tokenizer
+
     def stop_ids(self) -> set[int]:
         """The eos ids generation stops on (generation_config, else config, else tokenizer)."""
-        for source in (getattr(self.model, "generation_config", None), self.model.config):
+        require(self, "generate")
+        for source in (getattr(self.loaded_model, "generation_config", None), self.loaded_model.config):
             eos = getattr(source, "eos_token_id", None) if source is not None else None
             if eos is not None:
                 return set(eos if isinstance(eos, (list, tuple)) else [eos])
-        return {self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set()
+        eos = self.loaded_tokenizer.eos_token_id
+        return {eos} if eos is not None else set()
 
-    # ---- running ------------------------------------------------------------------------
+    @property
+    def generation_config(self) -> Any:
+        require(self, "generate")
+        return getattr(self.loaded_model, "generation_config", None)
 
-    def _left_padded(self, batch: list[list[int]]):
+    @property
+    def network(self) -> Any:
+        require(self, "weights", "hidden_states", "logits")
+        return self.loaded_model
+
+    def padded(self, batch: list[list[int]], padding_side: str = "left", pad_token_id: int | None = None):
+        """(input_ids, attention_mask, pad id) of `batch` padded on `padding_side`, on the model's device."""
         import torch
 
-        pad = self.tokenizer.pad_token_id
+        pad = pad_token_id if pad_token_id is not None else self.loaded_tokenizer.pad_token_id
         if pad is None:
-            pad = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+            eos = self.loaded_tokenizer.eos_token_id
+            pad = eos if eos is not None else 0
         width = max(len(ids) for ids in batch)
         input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for row, ids in enumerate(batch):
             if ids:
-                input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-                mask[row, width - len(ids):] = 1
+                span = slice(width - len(ids), width) if padding_side == "left" else slice(0, len(ids))
+                input_ids[row, span] = torch.tensor(ids, dtype=torch.long)
+                mask[row, span] = 1
         return input_ids.to(self.device), mask.to(self.device), pad
 
-    def generate(self, batch: list[list[int]], *, max_new_tokens: int = 32, **kwargs: Any) -> list[list[int]]:
-        """Greedy continuations of each prompt (left-padded batch); new tokens only, cut after a stop id."""
+    def generate(self, batch: list[list[int]], *, max_new_tokens: int = 32, stop_ids: set[int] | None = None,
+                 padding_side: str = "left", pad_token_id: int | None = None, attention_mask: bool = True,
+                 **settings: Any) -> list[list[int]]:
         import torch
 
-        input_ids, mask, pad = self._left_padded(batch)
-        settings = {"do_sample": False, "max_new_tokens": max_new_tokens, "pad_token_id": pad}
-        settings.update(kwargs)
         from ladder.probes.base import count_cost
 
+        require(self, "generate")
+        input_ids, mask, pad = self.padded(batch, padding_side, pad_token_id)
+        stops = set(stop_ids) if stop_ids is not None else self.stop_ids()
+        options = {"do_sample": False, "max_new_tokens": max_new_tokens, "pad_token_id": pad}
+        if stop_ids is not None:
+            options["eos_token_id"] = sorted(stops) or None
+        if attention_mask:
+            options["attention_mask"] = mask
+        options.update(settings)
         with torch.no_grad():
-            out = self.model.generate(input_ids=input_ids, attention_mask=mask, **settings)
-        stops = self.stop_ids()
+            out = self.loaded_model.generate(input_ids=input_ids, **options)
         replies = [cut_at_stop(row, stops) for row in out[:, input_ids.shape[1]:].tolist()]
         count_cost("generate_calls")
         count_cost("tokens_generated", sum(len(reply) for reply in replies))
         return replies
 
-    def continuation_logprobs(self, pairs: list[tuple[list[int], list[int]]]) -> list[list[float]]:
-        """Per-token log-probabilities of each continuation given its prompt (teacher-forced, batched)."""
+    def score(self, pairs: list[tuple[list[int], list[int]]]) -> list[list[float]]:
         import torch
 
+        require(self, "logits")
         joined = [prompt + cont for prompt, cont in pairs]
-        input_ids, mask, _ = self._left_padded(joined)
+        input_ids, mask, _ = self.padded(joined)
         with torch.no_grad():
-            logits = self.model(input_ids=input_ids, attention_mask=mask).logits.float()
+            logits = self.loaded_model(input_ids=input_ids, attention_mask=mask).logits.float()
         logprobs = torch.log_softmax(logits, dim=-1)
         width = input_ids.shape[1]
         results = []
@@ -240,9 +277,6 @@ class HFModel:
             values = [logprobs[row, pos - 1, input_ids[row, pos]].item() for pos in range(start, width)]
             results.append(values)
         return results
-
-    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
 
 
 def _config_dict(config) -> dict[str, Any]:

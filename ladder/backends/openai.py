@@ -21,6 +21,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ladder.backends.contract import Backend, require
+
 if TYPE_CHECKING:
     from ladder.probes.base import ProbeContext
 
@@ -65,8 +67,9 @@ RENDER_ENDPOINTS: tuple[tuple[str, Any, Any], ...] = (
 
 
 @dataclass
-class ServedModel:
-    """One model on one OpenAI-compatible server."""
+class ServedModel(Backend):
+    """One model on one OpenAI-compatible server: the `chat` and `completions` capabilities of the `Backend`
+    contract, `logprobs` and `render_template` where `discover()` finds them."""
 
     url: str  # the API root, e.g. http://127.0.0.1:8000/v1
     model: str | None = None
@@ -131,7 +134,7 @@ class ServedModel:
                 raise ServerError(f"{self.url} lists {len(self.listed)} models ({', '.join(self.listed[:5])}): "
                                   "name one with --served-model")
             self.model = self.listed[0]
-        probe = self.complete("Hello", max_tokens=1, logprobs=True)
+        probe = self._completion("Hello", max_tokens=1, logprobs=True)
         capabilities = {"chat", "completions"} | ({"logprobs"} if probe.logprobs_returned else set())
         for path, body, read in RENDER_ENDPOINTS:
             try:
@@ -144,10 +147,9 @@ class ServedModel:
         self.capabilities = frozenset(capabilities)
         return self
 
-    def render(self, messages: list[dict[str, str]]) -> Rendering | None:
-        """The server's own rendering of `messages` with the generation prompt (None when it shows none)."""
-        if self.render_path is None:
-            return None
+    def rendering(self, messages: list[dict[str, str]]) -> Rendering:
+        """The server's own rendering of `messages` with the generation prompt."""
+        require(self, "render_template")
         body, read = {path: (body, read) for path, body, read in RENDER_ENDPOINTS}[self.render_path]
         try:
             return read(self._call("POST", self.render_path, body(self.model, messages), at_root=True))
@@ -162,6 +164,7 @@ class ServedModel:
 
     def chat(self, messages: list[dict[str, str]], max_tokens: int, greedy: bool = True) -> Reply:
         """A chat completion; `greedy=False` leaves `temperature` unset, as a client that does not set it."""
+        require(self, "chat")
         body: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": max_tokens}
         if greedy:
             body["temperature"] = 0
@@ -172,6 +175,11 @@ class ServedModel:
                      logprobs_returned=bool(choice.get("logprobs")))
 
     def complete(self, prompt: str, max_tokens: int, logprobs: bool = False) -> Reply:
+        """A raw text completion (`logprobs`: ask for the chosen tokens' log-probabilities)."""
+        require(self, "completions")
+        return self._completion(prompt, max_tokens, logprobs)
+
+    def _completion(self, prompt: str, max_tokens: int, logprobs: bool) -> Reply:
         body: dict[str, Any] = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
         if logprobs:
             body["logprobs"] = 1

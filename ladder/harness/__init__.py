@@ -89,16 +89,16 @@ def lent_models(case: "Case", resources: "Resources | None"):
     loaded = {}
     for which in ("model", "base"):
         hf = resources.peek(f"hf:{which}") if resources is not None else None
-        if hf is not None and getattr(hf, "model", None) is not None and getattr(case, which):
+        if hf is not None and getattr(hf, "loaded_model", None) is not None and getattr(case, which):
             loaded[f"hf:{which}"] = hf
     before = {key: hf.lend_state() for key, hf in loaded.items()}
     try:
         yield {hf.path: hf for hf in loaded.values()}
     finally:
         for key, hf in loaded.items():
-            if hf.model is None:
+            if hf.loaded_model is None:
                 continue
-            hf.model.eval()
+            hf.loaded_model.eval()
             if hf.lend_state() != before[key]:
                 resources.release(key)
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from ladder.backends.hf import cut_at_stop
 from ladder.templates import TemplateAnalysis, TemplateError, analyse, renderer_for_tokenizer
 
 if TYPE_CHECKING:
-    from ladder.backends.hf import HFModel
+    from ladder.backends.contract import Backend
     from ladder.harness.run import HarnessRun
     from ladder.probes.base import ProbeContext
 
@@ -88,7 +87,7 @@ def sent_ids(record: dict[str, Any] | None, tokenizer, row: int = 0, prompt: str
     return None
 
 
-def template_analysis(ctx: "ProbeContext", model: "HFModel") -> TemplateAnalysis | None:
+def template_analysis(ctx: "ProbeContext", model: "Backend") -> TemplateAnalysis | None:
     """The model's chat template, analysed once per run (None when it has none)."""
     if not model.has_chat_template():
         return None
@@ -111,7 +110,7 @@ def end_of_turn_id(tokenizer, analysis: TemplateAnalysis | None) -> int | None:
     return tokenizer.eos_token_id
 
 
-def stop_set(model: "HFModel", analysis: TemplateAnalysis | None) -> set[int]:
+def stop_set(model: "Backend", analysis: TemplateAnalysis | None) -> set[int]:
     stops = set(model.stop_ids())
     eot = end_of_turn_id(model.tokenizer, analysis)
     if eot is not None:
@@ -121,14 +120,13 @@ def stop_set(model: "HFModel", analysis: TemplateAnalysis | None) -> set[int]:
     return stops
 
 
-def generate_cut(model: "HFModel", prompts: list[list[int]], stops: set[int], max_new_tokens: int,
+def generate_cut(model: "Backend", prompts: list[list[int]], stops: set[int], max_new_tokens: int,
                  batch_size: int = 16) -> list[list[int]]:
     """Greedy replies (batched), each cut after its first stop id."""
     replies: list[list[int]] = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start:start + batch_size]
-        out = model.generate(chunk, max_new_tokens=max_new_tokens, eos_token_id=sorted(stops))
-        replies.extend(cut_at_stop(row, stops) for row in out)
+        replies.extend(model.generate(chunk, max_new_tokens=max_new_tokens, stop_ids=stops))
     return replies
 
 
@@ -137,13 +135,13 @@ def distinct_2(ids: list[int]) -> float:
     return len(set(pairs)) / len(pairs) if pairs else 1.0
 
 
-def measure_path(model: "HFModel", prompts: list[list[int]], expects: list[str | None], *, stops: set[int],
+def measure_path(model: "Backend", prompts: list[list[int]], expects: list[str | None], *, stops: set[int],
                  end_of_turn: int | None, max_new_tokens: int) -> dict[str, Any]:
     """Replies and metrics of one path (see the module docstring)."""
     replies = generate_cut(model, prompts, stops, max_new_tokens)
-    texts = [model.decode([t for t in reply if t not in stops], skip_special_tokens=True) for reply in replies]
+    texts = [model.detokenize([t for t in reply if t not in stops], skip_special_tokens=True) for reply in replies]
     scored = [(p, r) for p, r in zip(prompts, replies) if r]
-    logprobs = model.continuation_logprobs(scored) if scored else []
+    logprobs = model.score(scored) if scored else []
     flat = [value for row in logprobs for value in row]
     checked = [(text, expect) for text, expect in zip(texts, expects) if expect]
     correct = [re.search(expect, text) is not None for text, expect in checked]
@@ -181,18 +179,18 @@ def harness_prompts(run: "HarnessRun", prompts: list[dict[str, Any]]) -> list[di
     return [{"prompt": call.get("prompt"), "expect": by_text.get(call.get("prompt"))} for call in run.calls]
 
 
-def template_replies(ctx: "ProbeContext", model: "HFModel", analysis: TemplateAnalysis | None,
+def template_replies(ctx: "ProbeContext", model: "Backend", analysis: TemplateAnalysis | None,
                      prompts: list[str], max_new_tokens: int) -> list[list[int]]:
     """Greedy replies through the template (ladder's correct path), cut at the stop ids; shared per run."""
     key = f"template:replies:{max_new_tokens}:{hash(tuple(prompts))}"
     return ctx.resources.get(key, lambda: generate_through_template(model, analysis, prompts, max_new_tokens))
 
 
-def generate_through_template(model: "HFModel", analysis: TemplateAnalysis | None, prompts: list[str],
+def generate_through_template(model: "Backend", analysis: TemplateAnalysis | None, prompts: list[str],
                               max_new_tokens: int) -> list[list[int]]:
     """`template_replies` computed now, not shared (for a model in a temporary state, e.g. layers bypassed)."""
-    ids = [model.chat_ids([{"role": "user", "content": p}]) if analysis is not None
-           else model.tokenizer(p)["input_ids"] for p in prompts]
+    ids = [model.render([{"role": "user", "content": p}]) if analysis is not None
+           else model.tokenize(p) for p in prompts]
     return generate_cut(model, ids, stop_set(model, analysis), max_new_tokens)
 
 

@@ -161,9 +161,9 @@ class Tap:
             lender = tap._lender(kind, depth, cls, path, args, kwargs)
             if lender is not None:
                 tap.lent.append(lender)
-                record = tap._load_record(kind, cls, requested, redirected, kwargs, lender.model)
+                record = tap._load_record(kind, cls, requested, redirected, kwargs, lender.loaded_model)
                 tap._record("load", {**record, "lent_by_ladder": True})
-                return lender.model
+                return lender.loaded_model
             setattr(_depth, kind, depth + 1)
             try:
                 result = function(cls, path, *args, **kwargs)

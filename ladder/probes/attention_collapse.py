@@ -60,7 +60,7 @@ def head_statistics(hf, batch, min_visible: int) -> dict[str, Any]:
 
     from ladder.internals import attention_module, decoder_layers
 
-    model = hf.model
+    model = hf.network
     _, layers = decoder_layers(model)
     modules = [attention_module(layer) for layer in layers]
     if any(m is None for m in modules):
@@ -122,15 +122,15 @@ def flatten(per_layer: list[list[float]]) -> list[float]:
 class AttentionCollapse(Probe):
     name = "attention-collapse"
     needs = ("model",)
-    capabilities = ("hidden_states",)
+    capabilities = ("hidden_states", "chat_template", "tokenize")
     Params = AttentionCollapseParams
 
     def run(self, ctx: ProbeContext):
-        from ladder.backends.hf import hf_model
+        from ladder.backends import model_backend
         from ladder.internals import probe_batch, prompt_strings, rounded
 
         params: AttentionCollapseParams = ctx.params
-        hf = hf_model(ctx, "model")
+        hf = model_backend(ctx, "model")
         batch = probe_batch(hf, prompt_strings(ctx.case), max_prompts=params.max_prompts)
         if int(batch.attention_mask.sum(-1).max()) < params.min_visible:
             from ladder.probes.base import skip
@@ -163,7 +163,7 @@ class AttentionCollapse(Probe):
         new_share = None
         if ctx.case.base:
             ctx.progress("the base model's heads", 0.6)
-            base = hf_model(ctx, "base")
+            base = model_backend(ctx, "base")
             base_stats = head_statistics(base, probe_batch(base, prompt_strings(ctx.case),
                                                            max_prompts=params.max_prompts), params.min_visible)
             base_entropy = flatten(base_stats["entropy"])

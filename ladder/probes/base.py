@@ -35,12 +35,17 @@ class Probe:
     `needs` names case inputs (see `ladder.case.NEEDS`); a rung whose probe needs
     an input the case lacks is skipped with the flag that would provide it.
     `capabilities` names what the backend must offer (`generate`, `logits`,
-    `hidden_states`, `weights`); a missing one is a skip with its reason.
+    `hidden_states`, `weights`, `chat_template`, `tokenize`; `chat`, `completions`
+    over HTTP: see `ladder.backends.contract`); a missing one is a skip with its
+    reason. `optional_capabilities` are used where the backend offers them (a
+    server's `render_template`) and never cause a skip. While the probe runs, the
+    backend refuses a capability it declared in neither (`UndeclaredCapability`).
     """
 
     name: ClassVar[str] = ""
     needs: ClassVar[tuple[str, ...]] = ()
     capabilities: ClassVar[tuple[str, ...]] = ()
+    optional_capabilities: ClassVar[tuple[str, ...]] = ()
     Params: ClassVar[type[BaseModel]] = NoParams
 
     def run(self, ctx: "ProbeContext") -> Finding:  # pragma: no cover - abstract

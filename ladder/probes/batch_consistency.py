@@ -61,6 +61,8 @@ def harness_batches(run: HarnessRun) -> bool:
 
 class BatchConsistency(HarnessProbe):
     name = "batch-consistency"
+    # the reproduction on ladder's copy; the harness's own batched calls are judged without them
+    optional_capabilities = ("generate", "chat_template", "tokenize")
     Params = Params
 
     def check(self, ctx: ProbeContext, run: HarnessRun):
@@ -92,12 +94,10 @@ class BatchConsistency(HarnessProbe):
                              "your harness's generate_batch")
 
     def _reproduced(self, ctx, run, params: Params, on_path: bool):
-        import torch
-
-        from ladder.backends.hf import hf_model
+        from ladder.backends import model_backend
         from ladder.harness.compare import sent_ids, stop_set, template_analysis
 
-        model = hf_model(ctx)
+        model = model_backend(ctx)
         tokenizer = model.tokenizer
         records = [run.sent(i) for i in range(len(run.calls))]
         ids = [sent_ids(r, tokenizer, prompt=call.get("prompt")) for r, call in zip(records, run.calls)]
@@ -116,26 +116,9 @@ class BatchConsistency(HarnessProbe):
                     "settings_from": "the tap (your harness's tokenizer)" if recorded else "the model's tokenizer"}
 
         def greedy(batch: list[list[int]]) -> list[list[int]]:
-            width = max(len(row) for row in batch)
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, row in enumerate(batch):
-                span = slice(width - len(row), width) if side == "left" else slice(0, len(row))
-                input_ids[r, span] = torch.tensor(row)
-                mask[r, span] = 1
-            extra = {"attention_mask": mask.to(model.device)} if mask_passed else {}
-            with torch.no_grad():
-                out = model.model.generate(input_ids=input_ids.to(model.device), max_new_tokens=params.max_new_tokens,
-                                           do_sample=False, pad_token_id=pad, eos_token_id=sorted(stops), **extra)
-            replies = []
-            for row in out[:, width:].tolist():
-                kept = []
-                for token in row:
-                    if token in stops:
-                        break
-                    kept.append(token)
-                replies.append(kept)
-            return replies
+            replies = model.generate(batch, max_new_tokens=params.max_new_tokens, stop_ids=stops, padding_side=side,
+                                     pad_token_id=pad, attention_mask=mask_passed)
+            return [reply[:-1] if reply and reply[-1] in stops else reply for reply in replies]
 
         ctx.progress("generating one at a time", None)
         singles = [greedy([row])[0] for row in ids]

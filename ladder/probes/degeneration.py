@@ -87,13 +87,13 @@ def generate_with_entropy(hf, prompts_ids: list[list[int]], max_new_tokens: int)
 
     from ladder.backends.hf import cut_at_stop
 
-    input_ids, mask, pad = hf._left_padded(prompts_ids)
+    input_ids, mask, pad = hf.padded(prompts_ids)
     stops = hf.stop_ids()
     with torch.no_grad():
-        out = hf.model.generate(input_ids=input_ids, attention_mask=mask, do_sample=False,
-                                max_new_tokens=max_new_tokens, pad_token_id=pad,
-                                eos_token_id=sorted(stops) or None, output_logits=True,
-                                return_dict_in_generate=True, repetition_penalty=1.0)
+        out = hf.network.generate(input_ids=input_ids, attention_mask=mask, do_sample=False,
+                                  max_new_tokens=max_new_tokens, pad_token_id=pad,
+                                  eos_token_id=sorted(stops) or None, output_logits=True,
+                                  return_dict_in_generate=True, repetition_penalty=1.0)
     new = out.sequences[:, input_ids.shape[1]:].tolist()
     replies, stopped = [], []
     for row in new:
@@ -121,9 +121,9 @@ def reference_pairs(ctx: ProbeContext, hf, limit: int) -> tuple[list[tuple[list[
 
     pairs = []
     for prompt, answer in conversation_rows(source, limit):
-        prompt_ids = hf.chat_ids([{"role": "user", "content": prompt}]) if hf.has_chat_template() \
-            else list(hf.tokenizer(prompt)["input_ids"])
-        answer_ids = list(hf.tokenizer(answer, add_special_tokens=False)["input_ids"])
+        prompt_ids = hf.render([{"role": "user", "content": prompt}]) if hf.has_chat_template() \
+            else hf.tokenize(prompt)
+        answer_ids = hf.tokenize(answer, add_special_tokens=False)
         if answer_ids:
             pairs.append((prompt_ids, answer_ids))
     return pairs, source
@@ -131,7 +131,7 @@ def reference_pairs(ctx: ProbeContext, hf, limit: int) -> tuple[list[tuple[list[
 
 def exposure_gap(hf, pairs) -> dict[str, float]:
     """Mean NLL of reference tokens teacher-forced vs after the model's own greedy prefix."""
-    teacher = hf.continuation_logprobs(pairs)
+    teacher = hf.score(pairs)
     free_prefixes, _, _ = generate_with_entropy(hf, [p for p, _ in pairs], max(len(a) for _, a in pairs))
     free: list[float] = []
     import torch
@@ -141,9 +141,9 @@ def exposure_gap(hf, pairs) -> dict[str, float]:
         if steps == 0:
             continue
         sequence = prompt + generated[: steps - 1]
-        input_ids, mask, _ = hf._left_padded([sequence])
+        input_ids, mask, _ = hf.padded([sequence])
         with torch.no_grad():
-            logits = hf.model(input_ids=input_ids, attention_mask=mask).logits[0].float()
+            logits = hf.network(input_ids=input_ids, attention_mask=mask).logits[0].float()
         logp = torch.log_softmax(logits, dim=-1)
         start = input_ids.shape[1] - steps  # position predicting the first answer token
         free.extend(-float(logp[start + t, answer[t]]) for t in range(steps))
@@ -182,20 +182,20 @@ def figures(m: dict[str, Any]) -> dict[str, Any]:
 class Degeneration(Probe):
     name = "degeneration"
     needs = ("model",)
-    capabilities = ("generate", "logits")
+    capabilities = ("generate", "logits", "chat_template", "tokenize")
     Params = DegenerationParams
 
     def run(self, ctx: ProbeContext):
-        from ladder.backends.hf import hf_model
+        from ladder.backends import model_backend
         from ladder.internals import prompt_strings, rounded
 
         params: DegenerationParams = ctx.params
-        hf = hf_model(ctx, "model")
+        hf = model_backend(ctx, "model")
         prompts = prompt_strings(ctx.case)
         ctx.progress("free-running generations", 0.1)
         m = measure(hf, prompts, params)
         format_finding = ctx.finding_of("prompt-format")
-        samples = [{"prompt": text, "reply": hf.decode(reply), "stopped": stop,
+        samples = [{"prompt": text, "reply": hf.detokenize(reply), "stopped": stop,
                     "loop": loop, "repeated_ngram_share": round(rep, 3)}
                    for text, reply, stop, loop, rep in zip(m["texts"], m["replies"], m["stopped"], m["loops"],
                                                            m["repetition"])]
@@ -220,7 +220,7 @@ class Degeneration(Probe):
         base_figures = None
         if ctx.case.base:
             ctx.progress("the base model's generations", 0.8)
-            base = hf_model(ctx, "base")
+            base = model_backend(ctx, "base")
             base_m = measure(base, prompts, params)
             base_figures = figures(base_m)
             evidence["base_figures"] = base_figures

@@ -49,21 +49,22 @@ class Params(BaseModel):
 
 class GenerationConfigProbe(HarnessProbe):
     name = "generation-config"
+    capabilities = ("generate", "chat_template", "tokenize")
     Params = Params
 
     def check(self, ctx: ProbeContext, run: HarnessRun):
         from pathlib import Path
 
-        from ladder.backends.hf import hf_model
+        from ladder.backends import model_backend
         from ladder.harness.compare import as_id_list, end_of_turn_id, template_analysis, template_replies
 
         params: Params = ctx.params
         records = [r for r in (run.sent(i) for i in range(len(run.calls))) if r]
         if not records:
             skip("the tap saw no generate() call from your harness: give --transcript F.jsonl")
-        model = hf_model(ctx)
+        model = model_backend(ctx)
         tokenizer = model.tokenizer
-        file_config = model.model.generation_config.to_dict() if model.model.generation_config is not None else {}
+        file_config = model.generation_config.to_dict() if model.generation_config is not None else {}
         has_file = (Path(ctx.case.model) / "generation_config.json").exists()
         record = records[0]
         kwargs = record.get("generate_kwargs") or {}

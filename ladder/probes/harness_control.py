@@ -49,11 +49,11 @@ class Params(BaseModel):
 class HarnessControl(HarnessProbe):
     name = "harness-control"
     needs = ("model", "base", "runnable-harness")
-    capabilities = ("generate", "logits")
+    capabilities = ("generate", "logits", "chat_template", "tokenize")
     Params = Params
 
     def check(self, ctx: ProbeContext, tuned_run: HarnessRun):
-        from ladder.backends.hf import hf_model
+        from ladder.backends import model_backend
 
         params: Params = ctx.params
         case = ctx.case
@@ -64,7 +64,7 @@ class HarnessControl(HarnessProbe):
             return run_harness(case, [p["prompt"] for p in prompts], redirect=harness_redirect(case, case.base),
                                resources=ctx.resources)
 
-        hf_model(ctx, "base")  # loaded first, so that the harness asking for the base is lent ladder's copy
+        model_backend(ctx, "base")  # loaded first, so that the harness asking for the base is lent ladder's copy
         base_run = ctx.resources.get("harness:calls:base", build_base_run)
         if (problem := harness_error_finding(base_run, ctx)) is not None:
             return problem
@@ -72,8 +72,8 @@ class HarnessControl(HarnessProbe):
             skip(f"your harness does not load the model from {case.harness_model or case.model} with "
                  "from_pretrained, so ladder cannot swap the base in: run the base through it yourself and give "
                  "--transcript")
-        tuned = self._score(ctx, hf_model(ctx, "model"), tuned_run, prompts, params, "model")
-        base = self._score(ctx, hf_model(ctx, "base"), base_run, prompts, params, "base")
+        tuned = self._score(ctx, model_backend(ctx, "model"), tuned_run, prompts, params, "model")
+        base = self._score(ctx, model_backend(ctx, "base"), base_run, prompts, params, "base")
         evidence = {
             "how": f"the harness was run again with from_pretrained({(case.harness_model or case.model)!r}) "
                    f"redirected to {case.base!r}; its tokenizer and code unchanged",
@@ -115,8 +115,8 @@ class HarnessControl(HarnessProbe):
                 analysis = None
         stops = stop_set(model, analysis)
         texts = [p["prompt"] for p in prompts][: len(run.calls)]
-        correct_ids = [model.chat_ids([{"role": "user", "content": t}]) if analysis is not None
-                       else tokenizer(t)["input_ids"] for t in texts]
+        correct_ids = [model.render([{"role": "user", "content": t}]) if analysis is not None
+                       else model.tokenize(t) for t in texts]
         ladder_replies = ctx.resources.get(f"harness-control:replies:{which}", lambda: generate_cut(
             model, correct_ids, stops, params.max_new_tokens))
         harness_replies = []
@@ -129,7 +129,7 @@ class HarnessControl(HarnessProbe):
                         break
                     reply.append(token)
             else:
-                reply = tokenizer(run.calls[index].get("output") or "", add_special_tokens=False)["input_ids"]
+                reply = model.tokenize(run.calls[index].get("output") or "", add_special_tokens=False)
             harness_replies.append(reply)
         strip = lambda r: [t for t in r if t not in stops]  # noqa: E731
         pairs = [(p, strip(h), strip(l)) for p, h, l in zip(correct_ids, harness_replies, ladder_replies)
@@ -138,12 +138,12 @@ class HarnessControl(HarnessProbe):
             return {"degradation": None, "metrics": {"accuracy_harness": None, "accuracy_correct_path": None,
                                                      "mean_logprob_harness": None, "mean_logprob_correct_path": None},
                     "harness_answers": [""], "ladder_answers": [""]}
-        scored = model.continuation_logprobs([(p, h) for p, h, _ in pairs] + [(p, l) for p, _, l in pairs])
+        scored = model.score([(p, h) for p, h, _ in pairs] + [(p, l) for p, _, l in pairs])
         n = len(pairs)
         mean = lambda rows: sum(sum(r) / len(r) for r in rows) / len(rows)  # noqa: E731
         harness_lp, ladder_lp = mean(scored[:n]), mean(scored[n:])
         harness_text = [run.calls[i].get("output") or "" for i in range(len(texts))]
-        ladder_text = [model.decode(strip(r), skip_special_tokens=True) for r in ladder_replies]
+        ladder_text = [model.detokenize(strip(r), skip_special_tokens=True) for r in ladder_replies]
         expects = [p.get("expect") for p in prompts][: len(texts)]
         checked = [i for i, e in enumerate(expects) if e]
 

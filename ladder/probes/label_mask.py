@@ -81,6 +81,7 @@ class Measured:
 
 class LabelMask(Probe):
     name = "label-mask"
+    optional_capabilities = ("tokenize",)  # the tokenizer of the model a rung before loaded, where there is one
     needs = ("labels",)
     Params = LabelMaskParams
 

@@ -108,18 +108,18 @@ class LoadReport(Probe):
     def run(self, ctx: ProbeContext):
         import os
 
-        from ladder.backends.hf import hf_model
+        from ladder.backends import model_backend
         from ladder.harness import harness_error_finding, harness_run
 
         params: Params = ctx.params
         folder = Path(ctx.case.model)
-        hf_model(ctx)  # loaded before the harness runs, so that a harness loading it the same way shares it
+        model_backend(ctx)  # loaded before the harness runs, so that a harness loading it the same way shares it
         run = None
         if ctx.case.harness or ctx.case.harness_cmd or ctx.case.transcript:
             run = harness_run(ctx)
             if (problem := harness_error_finding(run, ctx)) is not None:
                 return problem
-        model = hf_model(ctx)  # a fresh copy when the harness changed the one it was lent
+        model = model_backend(ctx)  # a fresh copy when the harness changed the one it was lent
         info = model.loading_info or {}
         missing = sorted(info.get("missing_keys") or [])
         unexpected = sorted(info.get("unexpected_keys") or [])
@@ -138,7 +138,7 @@ class LoadReport(Probe):
         stored = disk_dtypes(folder)
         records = run.generate_records() if run is not None else []
         harness_dtypes = sorted({r["dtype"] for r in records if r.get("dtype")})
-        ladder_dtype = str(model.model.dtype)
+        ladder_dtype = str(model.network.dtype)
         if "torch.bfloat16" in stored and "torch.float16" in harness_dtypes:
             warnings.append("weights stored in bfloat16 ran in float16 in your harness (overflow risk: see numerics)")
 

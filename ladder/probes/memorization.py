@@ -120,19 +120,19 @@ def encode(hf, sample, params: MemorizationParams) -> tuple[list[int], list[int]
     """(prefix ids, continuation ids) of one sample."""
     messages, answer = sample
     if messages is None:
-        ids = list(hf.tokenizer(answer)["input_ids"])
+        ids = hf.tokenize(answer)
         if len(ids) < 4:
             return None
         cut = min(params.prefix_tokens, len(ids) // 2)
         return ids[:cut], ids[cut:cut + params.continuation_tokens]
     if hf.has_chat_template():
-        prefix = hf.chat_ids(messages, add_generation_prompt=True)
-        full = hf.chat_ids(messages + [{"role": "assistant", "content": answer}], add_generation_prompt=False)
+        prefix = hf.render(messages, add_generation_prompt=True)
+        full = hf.render(messages + [{"role": "assistant", "content": answer}], add_generation_prompt=False)
         if full[:len(prefix)] == prefix and len(full) > len(prefix):
             return prefix, up_to_stop(full[len(prefix):], hf.stop_ids())[:params.continuation_tokens]
     else:
-        prefix = list(hf.tokenizer("\n".join(m["content"] for m in messages) + "\n")["input_ids"])
-    answer_ids = list(hf.tokenizer(answer, add_special_tokens=False)["input_ids"])
+        prefix = hf.tokenize("\n".join(m["content"] for m in messages) + "\n")
+    answer_ids = hf.tokenize(answer, add_special_tokens=False)
     return (prefix, answer_ids[:params.continuation_tokens]) if answer_ids else None
 
 
@@ -145,7 +145,7 @@ def score(hf, encoded: list[tuple[list[int], list[int]]], batch_size: int = 16) 
         generated = hf.generate([p for p, _ in chunk], max_new_tokens=width)
         for (prefix, cont), out in zip(chunk, generated):
             exact.append(out[:len(cont)] == cont)
-        for row in hf.continuation_logprobs(chunk):
+        for row in hf.score(chunk):
             losses.append(-sum(row) / len(row))
     return {"exact": exact, "loss": losses,
             "exact_rate": sum(exact) / len(exact) if exact else float("nan"),
@@ -155,11 +155,11 @@ def score(hf, encoded: list[tuple[list[int], list[int]]], batch_size: int = 16) 
 class Memorization(Probe):
     name = "memorization"
     needs = ("model", "data")
-    capabilities = ("generate", "logits")
+    capabilities = ("generate", "logits", "chat_template", "tokenize")
     Params = MemorizationParams
 
     def run(self, ctx: ProbeContext):
-        from ladder.backends.hf import hf_model
+        from ladder.backends import model_backend
         from ladder.data.rows import DataError
         from ladder.internals import rounded
 
@@ -184,7 +184,7 @@ class Memorization(Probe):
         except DataError as exc:
             return failed(f"the data cannot be read: {exc}", data=case.data)
 
-        hf = hf_model(ctx, "model")
+        hf = model_backend(ctx, "model")
 
         def encoded(rows):
             out = []
@@ -252,6 +252,6 @@ class Memorization(Probe):
         out = []
         for split, pairs, scored in (("train", train, train_score), ("held_out", held, held_score)):
             for (prefix, cont), exact, loss in list(zip(pairs, scored["exact"], scored["loss"]))[:3]:
-                out.append({"split": split, "prefix": hf.decode(prefix[-48:]), "continuation": hf.decode(cont),
+                out.append({"split": split, "prefix": hf.detokenize(prefix[-48:]), "continuation": hf.detokenize(cont),
                             "exact": exact, "loss": round(loss, 4)})
         return out

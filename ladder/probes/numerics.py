@@ -302,18 +302,18 @@ def attention_comparison(model, batch) -> dict[str, Any] | None:
 class Numerics(Probe):
     name = "numerics"
     needs = ("model",)
-    capabilities = ("logits", "weights")
+    capabilities = ("logits", "weights", "chat_template", "tokenize")
     Params = NumericsParams
 
     def run(self, ctx: ProbeContext):
         import torch
 
-        from ladder.backends.hf import hf_model
+        from ladder.backends import model_backend
         from ladder.internals import probe_batch, prompt_strings, rounded
 
         params: NumericsParams = ctx.params
-        hf = hf_model(ctx, "model")
-        model = hf.model
+        hf = model_backend(ctx, "model")
+        model = hf.network
         problems: list[str] = []
         warnings: list[str] = []
         notes: list[str] = []

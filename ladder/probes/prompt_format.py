@@ -66,17 +66,17 @@ class Params(BaseModel):
 
 class PromptFormat(HarnessProbe):
     name = "prompt-format"
-    capabilities = ("generate", "logits", "chat_template")
+    capabilities = ("generate", "logits", "chat_template", "tokenize")
     Params = Params
 
     def check(self, ctx: ProbeContext, run: HarnessRun):
-        from ladder.backends.hf import hf_model
+        from ladder.backends import model_backend
         from ladder.harness.compare import (differs_materially, disagreement, end_of_turn_id, harness_prompts,
                                             measure_path, metrics_table, sent_ids, stop_set, template_analysis)
         from ladder.templates import classify
 
         params: Params = ctx.params
-        model = hf_model(ctx)
+        model = model_backend(ctx)
         tokenizer = model.tokenizer
         asked = harness_prompts(run, probe_prompts(ctx.case))[: params.max_prompts]
         sent = [sent_ids(run.sent(i), tokenizer, prompt=asked[i]["prompt"]) for i in range(len(asked))]
@@ -97,7 +97,7 @@ class PromptFormat(HarnessProbe):
         kind = counts.most_common(1)[0][0]
         template_info = {k: v for k, v in analysis.summary().items() if k != "single_prompt"}
         user_texts = [asked[i]["prompt"] if asked[i]["prompt"] is not None else kinds[i].user_content for i in rows]
-        template_ids = [model.chat_ids([{"role": "user", "content": text or ""}]) for text in user_texts]
+        template_ids = [model.render([{"role": "user", "content": text or ""}]) for text in user_texts]
         harness_ids = [sent[i] for i in rows]
         evidence = {"harness_format": kind, "format_counts": dict(counts),
                     "format_detail": kinds[rows[0]].detail, "template": template_info,

@@ -132,7 +132,7 @@ def measure_layers(hf, batch) -> dict[str, list[float]]:
     from ladder.internals import LayerSeries, final_norm, forward_with_layer_hooks, lens_loss, next_token_targets, \
         token_mask
 
-    model = hf.model
+    model = hf.network
     norm = final_norm(model)
     head = model.get_output_embeddings()
     mask = token_mask(batch).to(batch.input_ids.device)
@@ -227,7 +227,7 @@ def reference_replies(ctx, hf, prompts: list[str], skipped: set[int], max_new_to
     from ladder.harness.compare import generate_through_template, template_analysis
 
     analysis = template_analysis(ctx, hf)
-    with bypassing(hf.model, skipped):
+    with bypassing(hf.network, skipped):
         replies = generate_through_template(hf, analysis, prompts, max_new_tokens)
     return [hf.tokenizer.decode(reply, skip_special_tokens=True) for reply in replies]
 
@@ -259,24 +259,24 @@ def activation_outliers(series: dict[str, list[float]], params: SeamDamageParams
 class SeamDamage(Probe):
     name = "seam-damage"
     needs = ("model",)
-    capabilities = ("hidden_states", "weights")
+    capabilities = ("hidden_states", "weights", "chat_template", "tokenize", "generate")
     Params = SeamDamageParams
 
     def run(self, ctx: ProbeContext):
-        from ladder.backends.hf import hf_model
+        from ladder.backends import model_backend
         from ladder.internals import decoder_layers, probe_batch, probe_texts, rounded
 
         params: SeamDamageParams = ctx.params
-        hf = hf_model(ctx, "model")
+        hf = model_backend(ctx, "model")
         ctx.progress("one hooked forward pass over the probe batch", 0.1)
         prompts, answers = probe_texts(ctx, params.max_prompts)
         from_data = bool(ctx.case.eval_data or ctx.case.data) and answers is not None
         batch = probe_batch(hf, prompts, max_prompts=params.max_prompts, answers=answers)
         series = measure_layers(hf, batch)
-        layer_path, layers = decoder_layers(hf.model)
+        layer_path, layers = decoder_layers(hf.network)
         n_layers = len(layers)
         ctx.progress("layer fingerprints", 0.5)
-        prints = layer_fingerprints(hf.model)
+        prints = layer_fingerprints(hf.network)
         sources = duplicate_sources(prints, params.duplicate_tolerance)
         seams = set(structural_seams(sources))
         outliers = activation_outliers(series, params)
@@ -295,14 +295,14 @@ class SeamDamage(Probe):
         base_outliers: dict[str, list[int]] = {}
         if ctx.case.base:
             ctx.progress("the base model's series", 0.7)
-            base = hf_model(ctx, "base")
+            base = model_backend(ctx, "base")
             base_series = measure_layers(base, probe_batch(base, prompts, max_prompts=params.max_prompts,
                                                              answers=answers))
             for name in ("residual_norm", "cosine_to_previous", "lens_loss"):
                 plotted[f"base_{name}"] = rounded(base_series[name])
             base_layers = len(base_series["lens_loss"])
             evidence["base_layers"] = base_layers
-            mapping = base_mapping(prints, layer_fingerprints(base.model), params.duplicate_tolerance)
+            mapping = base_mapping(prints, layer_fingerprints(base.network), params.duplicate_tolerance)
             evidence["base_layer_of"] = [m if m is not None else -1 for m in mapping]
             seams |= set(mapping_seams(mapping))
             if base_layers != n_layers:
@@ -326,8 +326,8 @@ class SeamDamage(Probe):
                 if kept:
                     scored = probe_batch(hf, [p for p, _ in kept], max_prompts=params.max_prompts,
                                          answers=[r for _, r in kept])
-            merged_loss = loss_without_layers(hf.model, scored, set())
-            unmerged = loss_without_layers(hf.model, scored, copies)
+            merged_loss = loss_without_layers(hf.network, scored, set())
+            unmerged = loss_without_layers(hf.network, scored, copies)
             merge_cost = merged_loss - unmerged
             evidence["loss_without_copied_layers"] = {
                 "copied_layers": sorted(copies),

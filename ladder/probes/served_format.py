@@ -62,19 +62,20 @@ class Params(BaseModel):
 class ServedFormat(Probe):
     name = "served-format"
     needs = ("model", "endpoint")
-    capabilities = ("chat", "completions", "generate", "chat_template")
+    capabilities = ("chat", "completions", "generate", "chat_template", "tokenize")
+    optional_capabilities = ("render_template",)
     Params = Params
 
     def run(self, ctx: ProbeContext):
-        from ladder.backends.hf import hf_model
-        from ladder.backends.openai import ServerError, served_model
+        from ladder.backends import model_backend, served_model
+        from ladder.backends.openai import ServerError
         from ladder.harness import probe_prompts
         from ladder.harness.compare import (differs_materially, disagreement, stop_set, template_analysis,
                                             template_replies)
         from ladder.probes.base import skip
 
         params: Params = ctx.params
-        model = hf_model(ctx)
+        model = model_backend(ctx)
         tokenizer = model.tokenizer
         if not model.has_chat_template():
             skip("the checkpoint has no chat template: there is no format of its own to compare the server's with")
@@ -83,7 +84,7 @@ class ServedFormat(Probe):
         analysis = template_analysis(ctx, model)
         ctx.progress("the checkpoint through its template, in-process", None)
         local_ids = template_replies(ctx, model, analysis, prompts, params.max_new_tokens)
-        local = [tokenizer.decode(ids, skip_special_tokens=True) for ids in local_ids]
+        local = [model.detokenize(ids, skip_special_tokens=True) for ids in local_ids]
         stops = stop_set(model, analysis)
         local_stopped = [bool(ids) and ids[-1] in stops for ids in local_ids]
         chat, raw, rendered, local_counts = [], [], [], []
@@ -92,7 +93,7 @@ class ServedFormat(Probe):
                 ctx.progress(f"the server: prompt {index + 1}/{len(prompts)}", index / len(prompts))
                 messages = [{"role": "user", "content": prompt}]
                 text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-                local_counts.append(len(model.chat_ids(messages)))
+                local_counts.append(len(model.render(messages)))
                 rendered.append(text)
                 chat.append(server.chat(messages, params.max_new_tokens))
                 raw.append(server.complete(_without_added_bos(tokenizer, text), params.max_new_tokens))
@@ -185,13 +186,13 @@ def server_rendering(server, model, analysis, prompt: str, local_text: str) -> d
     classified against the checkpoint's template as a harness's text is. Empty when the server shows none."""
     from ladder.templates import classify
 
-    messages = [{"role": "user", "content": prompt}]
-    found = server.render(messages)
-    if found is None:
+    if "render_template" not in server.capabilities:
         return {}
+    messages = [{"role": "user", "content": prompt}]
+    found = server.rendering(messages)
     tokenizer = model.tokenizer
-    local_ids = model.chat_ids(messages)
-    text = found.text if found.text is not None else tokenizer.decode(found.ids, skip_special_tokens=False)
+    local_ids = model.render(messages)
+    text = found.text if found.text is not None else model.detokenize(found.ids, skip_special_tokens=False)
     out = {"via": found.via, "text": text, "checkpoint_text": local_text}
     if found.ids is not None:
         out.update(server_ids=found.ids, checkpoint_ids=local_ids, same_as_checkpoint=found.ids == local_ids)

@@ -66,7 +66,7 @@ def bos_opens_every_turn(model, bos: int | None, analysis) -> bool:
     if bos is None or analysis is None:
         return False
     try:
-        ids = model.chat_ids([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"},
+        ids = model.render([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"},
                               {"role": "user", "content": "z"}], add_generation_prompt=True)
     except Exception:  # a template that refuses this conversation: BOS taken as what it says it is
         return False
@@ -75,15 +75,15 @@ def bos_opens_every_turn(model, bos: int | None, analysis) -> bool:
 
 class SpecialTokens(HarnessProbe):
     name = "special-tokens"
-    capabilities = ("chat_template",)
+    capabilities = ("chat_template", "tokenize")
     Params = Params
 
     def check(self, ctx: ProbeContext, run: HarnessRun):
-        from ladder.backends.hf import hf_model
+        from ladder.backends import model_backend
         from ladder.harness.compare import as_id_list, end_of_turn_id, output_ids, sent_ids, template_analysis
 
         params: Params = ctx.params
-        model = hf_model(ctx)
+        model = model_backend(ctx)
         tokenizer = model.tokenizer
         analysis = template_analysis(ctx, model)
         records = [run.sent(i) for i in range(len(run.calls))]
@@ -93,8 +93,8 @@ class SpecialTokens(HarnessProbe):
             skip("the tap saw no generate() call from your harness: give --transcript F.jsonl")
         bos = tokenizer.bos_token_id
         user_texts = [run.calls[i].get("prompt") or tokenizer.decode(ids, skip_special_tokens=True) for i, ids in rows]
-        reference = [model.chat_ids([{"role": "user", "content": t}]) if analysis is not None
-                     else tokenizer(t)["input_ids"] for t in user_texts]
+        reference = [model.render([{"role": "user", "content": t}]) if analysis is not None
+                     else model.tokenize(t) for t in user_texts]
         harness_bos = [leading(ids, bos) for _, ids in rows]
         reference_bos = [leading(ids, bos) for ids in reference]
         problems, warnings = [], []

@@ -65,18 +65,19 @@ def _ids(value) -> list[int]:
 class TokenizerMatch(Probe):
     name = "tokenizer-match"
     needs = ("model",)
-    capabilities = ("weights",)
+    capabilities = ("weights", "tokenize", "chat_template", "generate", "logits")
     Params = Params
 
     def run(self, ctx: ProbeContext):
         import os
 
-        from ladder.backends.hf import hf_model, weight_values
+        from ladder.backends import model_backend
+        from ladder.backends.hf import weight_values
         from ladder.harness import harness_error_finding, harness_run, probe_prompts
 
         params: Params = ctx.params
-        model = hf_model(ctx)
-        tokenizer, net = model.tokenizer, model.model
+        model = model_backend(ctx)
+        tokenizer, net = model.tokenizer, model.network
         rows = net.get_input_embeddings().weight.shape[0]
         size = len(tokenizer)
         top_id = max(tokenizer.get_vocab().values())
@@ -292,7 +293,7 @@ def template_accuracy(ctx, model) -> float | None:
     if not prompts or not model.has_chat_template():
         return None
     analysis = template_analysis(ctx, model)
-    ids = [model.chat_ids([{"role": "user", "content": p["prompt"]}]) for p in prompts]
+    ids = [model.render([{"role": "user", "content": p["prompt"]}]) for p in prompts]
     path = measure_path(model, ids, [p["expect"] for p in prompts], stops=stop_set(model, analysis),
                         end_of_turn=end_of_turn_id(model.tokenizer, analysis), max_new_tokens=24)
     return path["metrics"]["accuracy"]
@@ -320,7 +321,7 @@ def _nats_per_char(model, tokenizer, text: str, rows: int) -> float | None:
     ids = tokenizer(text)["input_ids"]
     if len(ids) < 2 or max(ids) >= rows:
         return None
-    values = model.continuation_logprobs([(ids[:1], ids[1:])])[0]
+    values = model.score([(ids[:1], ids[1:])])[0]
     return round(-sum(values) / max(1, len(text)), 4)
 
 

@@ -283,8 +283,8 @@ def logits_difference(hf, base_hf, prompts, max_prompts) -> float:
     kwargs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
               "position_ids": batch.position_ids, "use_cache": False}
     with torch.no_grad():
-        a = hf.model(**kwargs).logits.float()
-        b = base_hf.model(**{k: v.to(base_hf.device) for k, v in kwargs.items() if hasattr(v, "to")},
+        a = hf.network(**kwargs).logits.float()
+        b = base_hf.network(**{k: v.to(base_hf.device) for k, v in kwargs.items() if hasattr(v, "to")},
                           use_cache=False).logits.float().to(a.device)
     if a.shape != b.shape:
         width = min(a.shape[-1], b.shape[-1])
@@ -296,11 +296,11 @@ def logits_difference(hf, base_hf, prompts, max_prompts) -> float:
 class WeightsMoved(Probe):
     name = "weights-moved"
     needs = ("model",)
-    capabilities = ("weights", "logits")
+    capabilities = ("weights", "logits", "chat_template", "tokenize")
     Params = WeightsMovedParams
 
     def run(self, ctx: ProbeContext):
-        from ladder.backends.hf import hf_model
+        from ladder.backends import model_backend
         from ladder.internals import decoder_layers, prompt_strings, rounded
 
         params: WeightsMovedParams = ctx.params
@@ -314,8 +314,8 @@ class WeightsMoved(Probe):
         warnings: list[str] = []
         notes: list[str] = []
         evidence: dict[str, Any] = {}
-        hf = hf_model(ctx, "model")
-        model = hf.model
+        hf = model_backend(ctx, "model")
+        model = hf.network
         layer_prefix, layers = decoder_layers(model)
         evidence["layers"] = len(layers)
 
@@ -358,7 +358,7 @@ class WeightsMoved(Probe):
         base_weights = streamed_base(ctx, model)
         evidence["base_read"] = "streamed from its safetensors" if base_weights is not None else "loaded"
         if base_weights is None:
-            base_weights = hf_model(ctx, "base").model
+            base_weights = model_backend(ctx, "base").network
         changes, compare_notes, new_parameters = relative_changes(model, base_weights)
         notes.extend(compare_notes[:20])
         if new_parameters:
@@ -434,7 +434,7 @@ class WeightsMoved(Probe):
 
         if changes and len(unmoved) == len(changes) and not new_parameters:
             ctx.progress("tuned vs base logits", 0.8)
-            difference = logits_difference(hf, hf_model(ctx, "base"), prompt_strings(case), params.max_prompts)
+            difference = logits_difference(hf, model_backend(ctx, "base"), prompt_strings(case), params.max_prompts)
             evidence["max_logit_difference_to_base"] = difference
             identical = difference <= params.logits_tolerance
             if pairs and evidence.get("adapter", {}).get("lora_B_norm_total", 0) > 0:

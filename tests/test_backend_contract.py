@@ -1,0 +1,174 @@
+"""Probes reach the model only through the `Backend` contract (`ladder.backends.contract`): each backend
+implements the methods of the capabilities it declares and refuses the others (`MissingCapability`, a skip
+at run time), and a probe that uses a capability it did not declare is an error, so that the runner's
+capability check before each rung covers everything the probe does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from helpers import engine_registry, write
+from ladder.backends.contract import Backend, MissingCapability
+from ladder.case import Case
+from ladder.loader import load_ladder
+from ladder.models import Status
+from ladder.probes.base import Probe, passed
+from ladder.runner import Runner
+
+# the methods of each capability, as the contract's docstring lists them
+METHODS = {"chat_template": ("render",), "tokenize": ("tokenize", "detokenize", "tokenizer"),
+           "generate": ("generate", "stop_ids", "generation_config"), "logits": ("score",),
+           "weights": ("network",), "hidden_states": ("network",), "chat": ("chat",),
+           "completions": ("complete",), "render_template": ("rendering",)}
+ENDPOINT = "http://127.0.0.1:9/v1"  # never called
+
+
+def own(cls: type, method: str) -> bool:
+    return getattr(cls, method) is not getattr(Backend, method)
+
+
+@pytest.mark.parametrize("name, offered", [
+    ("hf", None),
+    ("openai", {"chat", "completions", "render_template"}),  # render_template where discover() finds it
+])
+def test_each_backend_implements_exactly_the_methods_of_its_capabilities(name, offered):
+    from ladder.backends import backend_classes
+
+    cls = backend_classes()[name]
+    assert issubclass(cls, Backend)
+    offered = offered or set(cls.capabilities)
+    for method in {m for methods in METHODS.values() for m in methods}:
+        declared = [c for c, methods in METHODS.items() if method in methods and c in offered]
+        assert own(cls, method) == bool(declared), \
+            f"{name}: {method} is {'' if own(cls, method) else 'not '}implemented, capabilities {sorted(offered)}"
+
+
+def test_a_method_the_backend_lacks_raises_missing_capability():
+    from ladder.backends.openai import ServedModel
+
+    server = ServedModel(url=ENDPOINT)  # not discovered: chat and completions only
+    for call in (lambda: server.render([{"role": "user", "content": "x"}]),
+                 lambda: server.rendering([{"role": "user", "content": "x"}]),
+                 lambda: server.score([([1], [2])]), lambda: server.network):
+        with pytest.raises(MissingCapability):
+            call()
+
+
+class Canned(Backend):
+    """A backend that generates and tokenizes, and nothing else."""
+
+    name: ClassVar[str] = "canned"
+    capabilities = frozenset({"generate", "tokenize"})
+
+    @staticmethod
+    def reaches(case: Any) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def generate(self, batch, **settings):
+        from ladder.backends.contract import require
+
+        require(self, "generate")
+        return [[7, 8] for _ in batch]
+
+
+class DeclaresTokenizeOnly(Probe):
+    name = "declares-tokenize-only"
+    capabilities = ("tokenize",)
+
+    def run(self, ctx):
+        return passed(f"generated {Canned().generate([[1, 2]])}")
+
+
+class DeclaresGenerate(DeclaresTokenizeOnly):
+    name = "declares-generate"
+    capabilities = ("tokenize", "generate")
+
+
+class ScoresOptionally(Probe):
+    name = "scores-optionally"
+    optional_capabilities = ("logits",)
+
+    def run(self, ctx):
+        return passed(f"scored {Canned().score([([1], [2])])}")
+
+
+def run_one(tmp_path: Path, probe: type[Probe]):
+    registry = engine_registry()
+    registry.register(probe.name, probe)
+    body = (f"name: t\nrungs:\n  - id: r\n    title: r is wrong\n    tier: interface\n    probe: {probe.name}\n"
+            "    after: []\n    why: w\n    fix: f\n")
+    return Runner(load_ladder(write(tmp_path / "l.yaml", body), registry), Case(), registry=registry).run().rungs[0]
+
+
+def test_a_probe_using_a_capability_it_did_not_declare_is_an_error(tmp_path):
+    result = run_one(tmp_path, DeclaresTokenizeOnly)
+    assert result.status is Status.ERROR, result.summary
+    assert "used the `generate` capability" in result.summary and "without declaring it" in result.summary
+    twin = run_one(tmp_path, DeclaresGenerate)
+    assert twin.status is Status.PASS and "[[7, 8]]" in twin.summary
+
+
+def test_a_capability_the_backend_turns_out_to_lack_is_a_skip_naming_it(tmp_path):
+    result = run_one(tmp_path, ScoresOptionally)
+    assert result.status is Status.SKIP, result.summary
+    assert "`logits`" in result.summary and "canned backend" in result.summary
+    assert result.evidence["missing_capabilities"] == ["logits"]
+
+
+def test_probes_never_hold_the_transformers_objects_themselves():
+    """The probes and their shared helpers use the contract's methods, never the hf backend's own fields."""
+    import ladder
+
+    root = Path(ladder.__file__).parent
+    sources = sorted((root / "probes").glob("*.py")) + [root / "internals.py", root / "harness" / "compare.py"]
+    for path in sources:
+        text = path.read_text()
+        for private in ("hf_model(", "loaded_model", "loaded_tokenizer"):
+            assert private not in text, f"{path.name} reaches the model around the contract ({private})"
+
+
+@pytest.mark.slow
+def test_the_hf_backend_through_the_contract():
+    from ladder.backends.hf import HFModel
+    from ladder.fixtures import models
+
+    hf = HFModel.load(str(models.chat_model_dir("chatml")))
+    try:
+        messages = [{"role": "user", "content": "What is the capital of France?"}]
+        ids = hf.render(messages)
+        encoded = hf.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        assert ids == list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+        assert hf.detokenize(hf.tokenize("Paris", add_special_tokens=False)) == "Paris"
+        reply = hf.generate([ids], max_new_tokens=12)[0]
+        assert 0 < len(reply) <= 12
+        first = reply[:1]
+        cut = hf.generate([ids], max_new_tokens=12, stop_ids=set(first))[0]
+        assert cut == first, "a reply ends at the first of the stop ids it is given"
+        right = hf.generate([ids, ids[-3:]], max_new_tokens=12, padding_side="right")
+        assert len(right) == 2
+        scores = hf.score([(ids, reply)])[0]
+        assert len(scores) == len(reply) and all(s <= 0 for s in scores)
+        with pytest.raises(MissingCapability):
+            hf.chat(messages, max_tokens=4)
+    finally:
+        hf.close()
+
+
+@pytest.mark.slow
+def test_no_builtin_probe_uses_a_capability_it_does_not_declare():
+    """The whole default ladder on two cases that reach every probe's model path: no rung errs."""
+    from ladder.case import load_case
+    from ladder.fixtures import cases
+
+    for name in ("healthy", "frankenmerge"):
+        case = load_case(str(cases.build_case(name) / "case.yaml"))
+        report = Runner(load_ladder(), case, keep_going=True).run()
+        errors = [(r.id, r.summary) for r in report.rungs if r.status is Status.ERROR]
+        assert not errors, errors
+        assert sum(r.status in (Status.PASS, Status.FAIL, Status.WARN) for r in report.rungs) >= 8, name
