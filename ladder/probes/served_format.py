@@ -10,7 +10,11 @@ What it checks:
     rendered-raw isolates the server's template (another family's, a `--chat-template`
     flag, a fallback to ChatML, a default system prompt, a second BOS); rendered-raw
     against in-process isolates what the server runs (another model, the base without
-    the adapter, other weights); where the checkpoint stops on its end-of-turn token and
+    the adapter, other weights): a reply counts against it where it leaves the
+    checkpoint's at a token the checkpoint itself puts more than `max_near_tie_nats`
+    below its own choice, not at a near tie that other numerics flip (a quantized
+    GGUF on llama.cpp: measured 0.04-0.08 nats there, 5.6-8.7 for the base served in
+    place of the fine-tune), which is a warn; where the checkpoint stops on its end-of-turn token and
     the server, on the same prompt text, runs on to the token limit (`finish_reason:
     length`), the server's stop set lacks it. `usage.prompt_tokens` of the chat request against the
     checkpoint's own token count shows the rendering's length on the server; where the
@@ -57,12 +61,18 @@ class Params(BaseModel):
         default=0.25, ge=0, le=1,
         description="Two paths differ when at least this share of the prompts (and at least two) get a different "
                     "reply (not the same first words), as in prompt-format.")
+    max_near_tie_nats: float = Field(
+        default=2.3, ge=0,
+        description="Where the server's reply to the checkpoint's own prompt text leaves the checkpoint's reply, "
+                    "a token the checkpoint puts at most this many nats below its own choice (ln 10: under ten "
+                    "times less likely) is a near tie that other numerics flip (a quantized file, other kernels); "
+                    "only replies that leave it further count against the server running the checkpoint.")
 
 
 class ServedFormat(Probe):
     name = "served-format"
     needs = ("model", "endpoint")
-    capabilities = ("chat", "completions", "generate", "chat_template", "tokenize")
+    capabilities = ("chat", "completions", "generate", "chat_template", "tokenize", "logits")
     optional_capabilities = ("render_template",)
     Params = Params
 
@@ -153,10 +163,24 @@ class ServedFormat(Probe):
                           f"its chat replies differ from the checkpoint's own format sent raw to it on "
                           f"{template_differ['differing']}/{template_differ['prompts']} prompts{length}", **evidence)
         if material(weights_differ):
-            return failed(f"the server does not run the checkpoint {ctx.case.model}: on the checkpoint's own "
-                          f"prompt text its replies differ from the checkpoint's in-process on "
-                          f"{weights_differ['differing']}/{weights_differ['prompts']} prompts (another model, the "
-                          "base without its adapter, other weights or settings)", **evidence)
+            ctx.progress("where the server's replies leave the checkpoint's", None)
+            leaving = departures(model, [model.render([{"role": "user", "content": p}]) for p in prompts], local_ids,
+                                 raw, weights_differ["differing_prompts"], stops)
+            evidence["departures"] = leaving
+            confident = [d for d in leaving if d["checkpoint_nats_below_its_choice"] > params.max_near_tie_nats]
+            if differs_materially(len(confident), weights_differ["prompts"], params.min_reply_disagreement):
+                return failed(f"the server does not run the checkpoint {ctx.case.model}: on the checkpoint's own "
+                              f"prompt text its replies differ from the checkpoint's in-process on "
+                              f"{weights_differ['differing']}/{weights_differ['prompts']} prompts, {len(confident)} "
+                              f"of them at a token the checkpoint puts over {params.max_near_tie_nats:g} nats below "
+                              "its own choice (another model, the base without its adapter, other weights or "
+                              "settings)", **evidence)
+            return warned(f"the server's replies to the checkpoint's own prompt text differ from the checkpoint's "
+                          f"in-process on {weights_differ['differing']}/{weights_differ['prompts']} prompts, but "
+                          f"{len(leaving) - len(confident)} of them leave it where the checkpoint itself nearly ties "
+                          f"(its own token and the server's within {params.max_near_tie_nats:g} nats): the same "
+                          "weights under other numerics (a quantized file, other kernels), not another model",
+                          **evidence)
         if renders_otherwise:  # a hazard that changed no reply measured here
             return warned(f"the server renders conversations otherwise than the checkpoint{how}; but its chat "
                           f"replies agree with the checkpoint's format on "
@@ -224,6 +248,34 @@ def injected_sampling(server, prompts: list[str], max_new_tokens: int, repeats: 
         distinct = max(distinct, len(replies))
         sent += repeats
     return {"requests": sent, "distinct": distinct, "replies_vary": distinct > 1}
+
+
+def departures(model, prompt_ids: list[list[int]], local_ids: list[list[int]], replies, which: list[int],
+               stops: set[int]) -> list[dict]:
+    """Where each server reply (`replies[i]`, for i in `which`) first leaves the checkpoint's own greedy reply
+    (`local_ids[i]`) and how many nats below its own choice the checkpoint puts the server's token there: near
+    zero for a near tie that other numerics flip, large for a token another model chose. A server reply that
+    stopped is taken to end with the checkpoint's stop token."""
+    pairs, found = [], []
+    for i in which:
+        server = model.tokenize(replies[i].text, add_special_tokens=False)
+        own = local_ids[i]
+        if replies[i].finish_reason == "stop" and own and own[-1] in stops:
+            server = server + own[-1:]
+        at = next((k for k, (a, b) in enumerate(zip(own, server)) if a != b), None)
+        if at is None:  # one reply runs on where the other stopped: they agree as far as both go
+            found.append({"prompt": i, "position": min(len(own), len(server)), "checkpoint_nats_below_its_choice": 0.0})
+            continue
+        context = prompt_ids[i] + own[:at]
+        pairs += [(context, [own[at]]), (context, [server[at]])]
+        found.append({"prompt": i, "position": at, "checkpoint_token": model.detokenize([own[at]]),
+                      "server_token": model.detokenize([server[at]])})
+    scores = iter(model.score(pairs)) if pairs else iter(())
+    for item in found:
+        if "checkpoint_nats_below_its_choice" not in item:
+            mine, theirs = next(scores)[0], next(scores)[0]
+            item["checkpoint_nats_below_its_choice"] = round(max(0.0, mine - theirs), 3)
+    return found
 
 
 def harness_omits_temperature(ctx, url: str) -> int:
