@@ -166,6 +166,32 @@ print(requests.post(URL + "/completions", json=body, timeout=120).json()["choice
 '''
 
 
+OPENAI_HARNESS = '''
+"""An eval harness on the `openai` client, as most are written."""
+from openai import OpenAI
+
+client = OpenAI(base_url={url!r}, api_key="sk-test-secret-0123456789")
+
+
+def ask(prompt):
+    if {endpoint!r} == "chat":
+        reply = client.chat.completions.create(model={model!r}, messages=[{{"role": "user", "content": prompt}}],
+                                               max_tokens=16, temperature=0)
+        return reply.choices[0].message.content
+    return client.completions.create(model={model!r}, prompt=prompt, max_tokens=16, temperature=0).choices[0].text
+'''
+
+
+def write_openai_harness(folder: Path, server: Server, endpoint: str) -> str:
+    """A `file.py:ask` harness on the `openai` client: raw text to /completions (`endpoint="completions"`) or
+    messages to /chat/completions (`"chat"`), greedy."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "openai_harness.py"
+    path.write_text(OPENAI_HARNESS.format(url=server.url, model=server.model, endpoint=endpoint).lstrip(),
+                    encoding="utf-8")
+    return f"{path}:ask"
+
+
 def write_http_harness(folder: Path, server: Server, endpoint: str, greedy: bool = True) -> str:
     """A `file.py:ask` harness posting raw text to /completions (`endpoint="completions"`) or messages to
     /chat/completions (`"chat"`), with temperature 0 (or, `greedy=False`, leaving it unset)."""

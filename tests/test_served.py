@@ -9,7 +9,7 @@ import json
 import pytest
 
 from interface_models import chat_model_dir, run_rungs
-from served import complete, serve, write_http_harness, write_requests_command
+from served import complete, serve, write_http_harness, write_openai_harness, write_requests_command
 
 pytestmark = pytest.mark.slow
 
@@ -66,6 +66,18 @@ def test_a_command_that_posts_with_requests_is_recorded_too(tmp_path, server):
     result = next(r for r in report.rungs if r.id == "prompt-format")
     assert result.status.value == "fail" and result.evidence["harness_format"] == "raw", result.summary
     assert result.evidence["harness_form"] == "command"
+
+
+@pytest.mark.parametrize("endpoint, verdict, form", [("completions", "fail", "raw"), ("chat", "pass", "template")])
+def test_a_harness_on_the_openai_client_is_recorded(tmp_path, server, endpoint, verdict, form):
+    """The `openai` client sends through httpx2 (openai 3) or httpx: the tap sees its requests as it sees
+    urllib's, so the founding case through the most common client is found, and its healthy twin passes."""
+    harness = write_openai_harness(tmp_path, server, endpoint)
+    report, _ = run_rungs(tmp_path, ["prompt-format"], model=chat_model_dir("chatml"), harness=harness)
+    result = next(r for r in report.rungs if r.id == "prompt-format")
+    assert result.status.value == verdict and result.evidence["harness_format"] == form, result.summary
+    assert result.evidence["served"]["endpoint"] == ("chat/completions" if endpoint == "chat" else "completions")
+    assert "sk-test-secret" not in json.dumps(result.evidence)
 
 
 # ---- served-format: the server against the checkpoint it is meant to serve ------------------------------

@@ -20,7 +20,7 @@ ladder's instance instead of a second copy of the weights; the load record says
 
 A harness that calls a server is recorded too: every POST to an OpenAI-compatible
 `/completions` or `/chat/completions` endpoint made through `http.client`
-(`urllib`), `urllib3` (`requests`) or `httpx` (the `openai` client) becomes a call record
+(`urllib`), `urllib3` (`requests`), `httpx` or `httpx2` (the `openai` client) becomes a call record
 with the endpoint, the prompt or messages as sent and the parameters. Headers
 are never read, so API keys are never recorded.
 
@@ -310,10 +310,13 @@ class Tap:
                     _http_depth.inside = outer
 
             self._patch(pool_class, "urlopen", patched_urlopen)
-        if importlib.util.find_spec("httpx") is None:
-            return
-        import httpx
+        for name in HTTPX_MODULES:  # the `openai` client sends through one of them
+            if importlib.util.find_spec(name) is not None:
+                self._patch_httpx(importlib.import_module(name))
 
+    def _patch_httpx(self, httpx) -> None:
+        """Record what an httpx-style module's clients send (`Client.send`, `AsyncClient.send`)."""
+        tap = self
         send, send_async = httpx.Client.__dict__["send"], httpx.AsyncClient.__dict__["send"]
 
         def patched_send(client, request, *args, **kwargs):
@@ -334,6 +337,10 @@ class Tap:
             record = {"record_error": f"{type(exc).__name__}: {exc}", "http": {"url": url}}
         if record is not None:
             self._record("call", {"label": self.label, **record})
+
+
+# httpx, and httpx2 (what the `openai` client 3 sends through): the same Client/AsyncClient.send
+HTTPX_MODULES = ("httpx", "httpx2")
 
 
 def _request_body(request) -> bytes | None:
