@@ -217,6 +217,46 @@ def test_http_requests_become_call_records_only_for_completion_endpoints():
         assert http_generation_record(method, url, payload) is None
 
 
+@pytest.mark.parametrize("path, body, endpoint, sent, settings", [
+    # llama.cpp's llama-server: raw text (or ids) on /completion
+    ("/completion", {"prompt": "What is 2 plus 3?", "n_predict": 8}, "completions", "What is 2 plus 3?",
+     {"n_predict": 8}),
+    # TGI: raw `inputs`, parameters nested
+    ("/generate", {"inputs": "What is 2 plus 3?", "parameters": {"max_new_tokens": 8}}, "completions",
+     "What is 2 plus 3?", {"max_new_tokens": 8}),
+    # SGLang: raw `text`, sampling_params nested
+    ("/generate", {"text": "What is 2 plus 3?", "sampling_params": {"temperature": 0}}, "completions",
+     "What is 2 plus 3?", {"temperature": 0}),
+    # Ollama: /api/generate is templated by the server unless raw; /api/chat takes messages
+    ("/api/generate", {"model": "m", "prompt": "What is 2 plus 3?", "raw": True, "options": {"temperature": 0}},
+     "completions", "What is 2 plus 3?", {"raw": True, "temperature": 0}),
+    ("/api/generate", {"model": "m", "prompt": "What is 2 plus 3?", "system": "Be brief."}, "chat/completions",
+     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 plus 3?"}], {}),
+    ("/api/chat", {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": False},
+     "chat/completions", [{"role": "user", "content": "hi"}], {"stream": False}),
+])
+def test_the_servers_native_generation_routes_are_recorded_as_what_they_send(path, body, endpoint, sent, settings):
+    import json
+
+    from ladder.harness.tap import http_generation_record
+
+    record = http_generation_record("POST", f"http://127.0.0.1:8080{path}", json.dumps(body))
+    assert record["http"]["endpoint"] == endpoint and record["http"]["url"] == f"http://127.0.0.1:8080{path}"
+    assert (record["messages"] if endpoint == "chat/completions" else record["input_text"][0]) == sent
+    assert record["generate_kwargs"] == settings
+
+
+def test_posts_that_only_look_like_generation_routes_are_not_recorded():
+    import json
+
+    from ladder.harness.tap import http_generation_record
+
+    for path, body in (("/generate", {"question": "What is 2 plus 3?"}),  # an app's own route: not a server's
+                       ("/api/generate", {"prompt": ["a"]}), ("/api/chat", {"prompt": "x"}),
+                       ("/completion", {"text": "x"})):
+        assert http_generation_record("POST", f"http://h{path}", json.dumps(body)) is None, path
+
+
 def test_default_prompts_have_distinct_answers_and_their_references_match():
     """A model that gives one reply to everything (a collapsed path) can be right on at most one default prompt,
     and every reference answer the internals rungs score is one its prompt's regex accepts."""

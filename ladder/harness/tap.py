@@ -19,10 +19,11 @@ ladder's instance instead of a second copy of the weights; the load record says
 `lent_by_ladder`. Any other load goes through untouched.
 
 A harness that calls a server is recorded too: every POST to an OpenAI-compatible
-`/completions` or `/chat/completions` endpoint made through `http.client`
-(`urllib`), `urllib3` (`requests`), `httpx` or `httpx2` (the `openai` client) becomes a call record
-with the endpoint, the prompt or messages as sent and the parameters. Headers
-are never read, so API keys are never recorded.
+`/completions` or `/chat/completions` endpoint, or to a server's own generation route
+(llama.cpp's `/completion`, TGI's and SGLang's `/generate`, Ollama's `/api/generate` and
+`/api/chat`), made through `http.client` (`urllib`), `urllib3` (`requests`), `httpx` or
+`httpx2` (the `openai` client) becomes a call record with the endpoint, the prompt or
+messages as sent and the parameters. Headers are never read, so API keys are never recorded.
 
 Records are plain JSON-serialisable dicts; docs/transcript.md describes them.
 """
@@ -351,14 +352,15 @@ def _request_body(request) -> bytes | None:
 
 
 def http_generation_record(method: str, url: str, body: Any) -> dict[str, Any] | None:
-    """The call record of a POST to an OpenAI-compatible completion endpoint (None for any other request).
+    """The call record of a POST to a server's generation endpoint (None for any other request).
 
-    `/completions`: the prompt as sent (`input_text`, or `input_ids` for token prompts), tokenized as a
-    server tokenizes it (`tokenize_with_special_tokens`). `/chat/completions`: the `messages`; the server
-    renders them with its chat template. The other body fields are the parameters (`generate_kwargs`)."""
+    `endpoint` says what the server does with what was sent (`generation_route`): `completions`, the prompt
+    as sent (`input_text`, or `input_ids` for token prompts), tokenized as a server tokenizes it
+    (`tokenize_with_special_tokens`); `chat/completions`, the `messages`, which the server renders with
+    its chat template. The other body fields, with the parameters a native endpoint nests (`parameters`, `sampling_params`, `options`), are `generate_kwargs`."""
     parts = urlsplit(url)
     path = parts.path.rstrip("/")
-    if method.upper() != "POST" or not path.endswith("/completions"):
+    if method.upper() != "POST":
         return None
     if isinstance(body, str):
         body = body.encode("utf-8")
@@ -370,17 +372,29 @@ def http_generation_record(method: str, url: str, body: Any) -> dict[str, Any] |
         return None
     if not isinstance(data, dict):
         return None
-    endpoint = "chat/completions" if path.endswith("/chat/completions") else "completions"
+    route = generation_route(path, data)
+    if route is None:
+        return None
+    endpoint, prompt_key = route
     location = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{path}"  # no credentials
+    taken = (prompt_key, "messages", "model", *NESTED_SETTINGS, *(("system",) if endpoint == "chat/completions" else ()))
+    settings = {k: v for k, v in data.items() if k not in taken}
+    for nested in NESTED_SETTINGS:
+        if isinstance(data.get(nested), dict):
+            settings.update(data[nested])
     record: dict[str, Any] = {
         "http": {"url": location, "endpoint": endpoint, "model": data.get("model")},
-        "generate_kwargs": jsonable({k: v for k, v in data.items() if k not in ("prompt", "messages", "model")}),
+        "generate_kwargs": jsonable(settings),
         "input_ids": None, "input_text": None, "output_ids": None,
     }
     if endpoint == "chat/completions":
-        record["messages"] = jsonable(data.get("messages"), max_items=256)
+        messages = data.get("messages")
+        if prompt_key != "messages":  # Ollama's /api/generate without `raw`: the server templates the prompt
+            messages = ([{"role": "system", "content": data["system"]}] if isinstance(data.get("system"), str)
+                        else []) + [{"role": "user", "content": data.get(prompt_key)}]
+        record["messages"] = jsonable(messages, max_items=256)
         return record
-    prompt = data.get("prompt")
+    prompt = data.get(prompt_key)
     if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
         record["input_ids"] = [prompt]
     elif isinstance(prompt, list) and prompt and all(isinstance(p, list) for p in prompt):
@@ -390,6 +404,34 @@ def http_generation_record(method: str, url: str, body: Any) -> dict[str, Any] |
         record["input_text"] = [t for t in texts if isinstance(t, str)]
         record["tokenize_with_special_tokens"] = True
     return record
+
+
+# the parameters a native endpoint nests: TGI's `parameters`, SGLang's `sampling_params`, Ollama's `options`
+NESTED_SETTINGS = ("parameters", "sampling_params", "options")
+
+
+def generation_route(path: str, data: dict[str, Any]) -> tuple[str, str] | None:
+    """What a POST to `path` with the JSON body `data` asks a server for: (`completions` or `chat/completions`,
+    the body key that holds the prompt or messages), or None when it is no generation request. Beside the
+    OpenAI routes, the servers' own: llama.cpp's `/completion` (raw text or ids), TGI's and SGLang's
+    `/generate` (`inputs`; `text` or `input_ids`: raw), Ollama's `/api/chat` (messages) and `/api/generate`
+    (the server templates the prompt unless `raw` is true)."""
+    if path.endswith("/chat/completions"):
+        return "chat/completions", "messages"
+    if path.endswith("/completions"):
+        return "completions", "prompt"
+    if path.endswith("/api/chat"):
+        return ("chat/completions", "messages") if isinstance(data.get("messages"), list) else None
+    if path.endswith("/api/generate"):
+        if not isinstance(data.get("prompt"), str):
+            return None
+        return ("completions", "prompt") if data.get("raw") is True else ("chat/completions", "prompt")
+    if path.endswith("/completion"):
+        return ("completions", "prompt") if "prompt" in data else None
+    if path.endswith(("/generate", "/generate_stream")):
+        key = next((k for k in ("inputs", "text", "input_ids") if k in data), None)
+        return ("completions", key) if key else None
+    return None
 
 
 def _adapters_loaded(model) -> bool:
