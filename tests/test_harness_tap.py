@@ -252,6 +252,7 @@ def test_posts_that_only_look_like_generation_routes_are_not_recorded():
     from ladder.harness.tap import http_generation_record
 
     for path, body in (("/generate", {"question": "What is 2 plus 3?"}),  # an app's own route: not a server's
+                       ("/generate", {"text": "What is 2 plus 3?"}),
                        ("/api/generate", {"prompt": ["a"]}), ("/api/chat", {"prompt": "x"}),
                        ("/completion", {"text": "x"})):
         assert http_generation_record("POST", f"http://h{path}", json.dumps(body)) is None, path

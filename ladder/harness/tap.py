@@ -414,7 +414,7 @@ def generation_route(path: str, data: dict[str, Any]) -> tuple[str, str] | None:
     """What a POST to `path` with the JSON body `data` asks a server for: (`completions` or `chat/completions`,
     the body key that holds the prompt or messages), or None when it is no generation request. Beside the
     OpenAI routes, the servers' own: llama.cpp's `/completion` (raw text or ids), TGI's and SGLang's
-    `/generate` (`inputs`; `text` or `input_ids`: raw), Ollama's `/api/chat` (messages) and `/api/generate`
+    `/generate` (`inputs`; `text` or `input_ids` beside `sampling_params`: raw), Ollama's `/api/chat` (messages) and `/api/generate`
     (the server templates the prompt unless `raw` is true)."""
     if path.endswith("/chat/completions"):
         return "chat/completions", "messages"
@@ -429,8 +429,11 @@ def generation_route(path: str, data: dict[str, Any]) -> tuple[str, str] | None:
     if path.endswith("/completion"):
         return ("completions", "prompt") if "prompt" in data else None
     if path.endswith(("/generate", "/generate_stream")):
-        key = next((k for k in ("inputs", "text", "input_ids") if k in data), None)
-        return ("completions", key) if key else None
+        if "inputs" in data:  # TGI
+            return "completions", "inputs"
+        if isinstance(data.get("sampling_params"), dict):  # SGLang (an app's own {"text": ...} route is not it)
+            key = next((k for k in ("text", "input_ids") if k in data), None)
+            return ("completions", key) if key else None
     return None
 
 
