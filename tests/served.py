@@ -50,11 +50,16 @@ def serve(model_dir: Path, log_dir: Path):
         yield Server(url=f"http://127.0.0.1:{port}/v1", model=str(model_dir), log=log)
 
 
+def _built(variable: str, default: str, inside: str) -> Path | None:
+    """`inside` a tool the `.ci/` scripts build once and keep (in `$variable`, else ~/.cache/`default`), or None
+    when it has not been built."""
+    path = Path(os.environ.get(variable, Path.home() / ".cache" / default)) / inside
+    return path if path.exists() else None
+
+
 def vllm_python() -> Path | None:
     """The Python of the vLLM CPU virtualenv `.ci/vllm-venv` creates (None when it is not there)."""
-    venv = Path(os.environ.get("LADDER_VLLM_VENV", Path.home() / ".cache" / "ladder-vllm-venv"))
-    python = venv / "bin" / "python"
-    return python if python.exists() else None
+    return _built("LADDER_VLLM_VENV", "ladder-vllm-venv", "bin/python")
 
 
 @contextlib.contextmanager
@@ -78,9 +83,7 @@ def serve_vllm(model_dir: Path, log_dir: Path, chat_template: Path | None = None
 
 def llamacpp_python() -> Path | None:
     """The Python of the llama-cpp-python virtualenv `.ci/llamacpp-venv` creates (None when it is not there)."""
-    venv = Path(os.environ.get("LADDER_LLAMACPP_VENV", Path.home() / ".cache" / "ladder-llamacpp-venv"))
-    python = venv / "bin" / "python"
-    return python if python.exists() else None
+    return _built("LADDER_LLAMACPP_VENV", "ladder-llamacpp-venv", "bin/python")
 
 
 @contextlib.contextmanager
@@ -101,9 +104,7 @@ def serve_llamacpp(gguf: Path, log_dir: Path, chat_format: str | None = None):
 
 def llama_server_binary() -> Path | None:
     """llama.cpp's native `llama-server` that `.ci/llama-server` builds (None when it is not there)."""
-    home = Path(os.environ.get("LADDER_LLAMA_SERVER_DIR", Path.home() / ".cache" / "ladder-llama-server"))
-    binary = home / "bin" / "llama-server"
-    return binary if binary.exists() else None
+    return _built("LADDER_LLAMA_SERVER_DIR", "ladder-llama-server", "bin/llama-server")
 
 
 @contextlib.contextmanager
