@@ -34,10 +34,19 @@ def smollm2():
         pytest.skip(str(exc))
 
 
-@pytest.fixture(scope="module")
-def llamacpp(tmp_path_factory, smollm2):
+def needs_llamacpp() -> None:
     if llamacpp_python() is None:
         pytest.skip("no llama.cpp virtualenv: .ci/llamacpp-venv creates it (a 17-minute build, once)")
+
+
+def needs_llama_server() -> None:
+    if llama_server_binary() is None:
+        pytest.skip("no llama-server: .ci/llama-server builds it (17 minutes, once)")
+
+
+@pytest.fixture(scope="module")
+def llamacpp(tmp_path_factory, smollm2):
+    needs_llamacpp()
     with serve_llamacpp(smollm2[0], tmp_path_factory.mktemp("llamacpp")) as running:
         yield running
 
@@ -60,8 +69,7 @@ def test_llamacpp_serving_the_gguf_as_it_ships_has_no_culprit(tmp_path, llamacpp
 
 
 def test_llamacpp_with_another_familys_chat_format_is_the_culprit(tmp_path, smollm2):
-    if llamacpp_python() is None:
-        pytest.skip("no llama.cpp virtualenv: .ci/llamacpp-venv creates it (a 17-minute build, once)")
+    needs_llamacpp()
     with serve_llamacpp(smollm2[0], tmp_path, chat_format="llama-2") as other:
         report, _ = run_rungs(tmp_path / "run", [*INTERFACE, "served-format"], model=smollm2[1], endpoint=other.url)
     assert report.culprit is not None and report.culprit.rung == "served-format", _verdicts(report)
@@ -92,8 +100,7 @@ def test_messages_posted_to_llamacpp_chat_completions_get_no_culprit(tmp_path, l
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory, smollm2):
-    if llama_server_binary() is None:
-        pytest.skip("no llama-server: .ci/llama-server builds it (17 minutes, once)")
+    needs_llama_server()
     with serve_llama_server(smollm2[0], tmp_path_factory.mktemp("llama-server")) as running:
         yield running
 
@@ -108,8 +115,7 @@ def test_llama_server_with_jinja_renders_the_checkpoints_template(tmp_path, llam
 
 
 def test_llama_server_with_another_familys_template_file_is_the_culprit(tmp_path, smollm2):
-    if llama_server_binary() is None:
-        pytest.skip("no llama-server: .ci/llama-server builds it (17 minutes, once)")
+    needs_llama_server()
     with serve_llama_server(smollm2[0], tmp_path, chat_template_file=REAL_TEMPLATES / "vicuna.jinja") as other:
         report, _ = run_rungs(tmp_path / "run", [*INTERFACE, "served-format"], model=smollm2[1], endpoint=other.url)
     assert report.culprit is not None and report.culprit.rung == "served-format", _verdicts(report)
