@@ -20,7 +20,7 @@ from ladder.runner import Runner
 
 # the methods of each capability, as the contract's docstring lists them
 METHODS = {"chat_template": ("render",), "tokenize": ("tokenize", "detokenize", "tokenizer"),
-           "generate": ("generate", "stop_ids", "generation_config"), "logits": ("score",),
+           "generate": ("generate", "stop_ids", "generation_config"), "logits": ("score", "greedy_agreement"),
            "weights": ("network",), "hidden_states": ("network",), "chat": ("chat",),
            "completions": ("complete",), "render_template": ("rendering",)}
 ENDPOINT = "http://127.0.0.1:9/v1"  # never called
@@ -154,6 +154,9 @@ def test_the_hf_backend_through_the_contract():
         assert len(right) == 2
         scores = hf.score([(ids, reply)])[0]
         assert len(scores) == len(reply) and all(s <= 0 for s in scores)
+        values, greedy = hf.greedy_agreement([(ids, reply), (ids, [reply[0] + 1])])
+        assert greedy[0] == [True] * len(reply), "ladder's own greedy reply is top-1 at every token"
+        assert greedy[1] == [False] and values[0] == pytest.approx(scores, abs=1e-3)
         with pytest.raises(MissingCapability):
             hf.chat(messages, max_tokens=4)
     finally:
@@ -172,3 +175,51 @@ def test_no_builtin_probe_uses_a_capability_it_does_not_declare():
         errors = [(r.id, r.summary) for r in report.rungs if r.status is Status.ERROR]
         assert not errors, errors
         assert sum(r.status in (Status.PASS, Status.FAIL, Status.WARN) for r in report.rungs) >= 8, name
+
+
+def test_scores_of_a_generated_reply_come_from_the_generation_and_equal_a_forward_pass():
+    """`score` of a reply `generate` just produced (or a prefix of it) is read off the generation's own
+    logits; the values are the teacher-forced pass's, and a temporary hook on the network (layers bypassed,
+    blocks cast) makes them be computed afresh."""
+    import contextlib
+
+    from ladder.backends.hf import HFModel
+    from ladder.fixtures import models
+    from ladder.probes.base import running_rung
+
+    @contextlib.contextmanager
+    def cost_counter():
+        running_rung.cost = {}
+        try:
+            yield running_rung.cost
+        finally:
+            del running_rung.cost
+
+    def halve(_module, _args, output):
+        return (output[0] * 0.5, *output[1:]) if isinstance(output, tuple) else output * 0.5
+
+    hf = HFModel.load(str(models.chat_model_dir("chatml")))
+    try:
+        prompts = [hf.render([{"role": "user", "content": q}]) for q in ("What is 3+4?", "What is 21+9?", "Hi")]
+        replies = hf.generate(prompts, max_new_tokens=10)
+        pairs = list(zip(prompts, replies)) + [(prompts[0], replies[0][:1])]
+        with cost_counter() as cost:
+            remembered = hf.score(pairs)
+        assert cost.get("forward_passes", 0) == 0
+        fresh, _ = hf.greedy_agreement(pairs)
+        for a, b in zip(remembered, fresh):
+            assert a == pytest.approx(b, abs=1e-3)
+        handle = hf.network.model.layers[0].register_forward_hook(halve)
+        try:
+            with cost_counter() as cost:
+                changed = hf.score(pairs[:1])
+            assert cost.get("forward_passes", 0) == 1
+            assert changed[0] != pytest.approx(remembered[0], abs=1e-3)
+        finally:
+            handle.remove()
+        other = [replies[0][0] + 1]
+        with cost_counter() as cost:
+            hf.score([(prompts[0], other)])
+        assert cost.get("forward_passes", 0) == 1, "a continuation the model did not generate is scored"
+    finally:
+        hf.close()

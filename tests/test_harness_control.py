@@ -26,9 +26,11 @@ def test_a_harness_that_samples_wildly_degrades_the_base_too(tmp_path):
     assert runner.resources.builds["hf:base"] == 1 and runner.resources.builds["harness:calls:base"] == 1
 
 
-def test_a_sound_harness_passes(tmp_path):
-    result, _ = run(tmp_path, mode="template")
+def test_a_sound_harness_passes_without_running_the_base(tmp_path):
+    result, runner = run(tmp_path, mode="template")
     assert result.status.value == "pass", result.summary
+    assert result.evidence["degradation_nats_per_token"]["base"] is None
+    assert "hf:base" not in runner.resources.builds and "harness:calls:base" not in runner.resources.builds
 
 
 def test_raw_harness_hurts_only_the_fine_tune_so_the_control_passes(tmp_path):

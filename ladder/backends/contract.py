@@ -7,7 +7,7 @@ A backend declares what it can do as `capabilities` and offers a method for each
 | `chat_template` | `render(messages)`: the conversation as the model's ids     | ✓  |        |
 | `tokenize`      | `tokenize(text)`, `detokenize(ids)`, `tokenizer`            | ✓  |        |
 | `generate`      | `generate(batch, stop_ids=…)` greedy from ids, `stop_ids()`, `generation_config` | ✓ | |
-| `logits`        | `score(pairs)`: log-probabilities of continuations        | ✓  |        |
+| `logits`        | `score(pairs)`: log-probabilities of continuations; `greedy_agreement(pairs)`: and whether each token is the greedy choice | ✓ | |
 | `weights`, `hidden_states` | `network`: the in-process network (weights, layer hooks, its own forward passes; also under `logits`) | ✓ | |
 | `chat`          | `chat(messages)`: a chat completion, rendered by the server |    | ✓      |
 | `completions`   | `complete(prompt)`: raw text completion                   |    | ✓      |
@@ -120,6 +120,12 @@ class Backend(ABC):
 
     def score(self, pairs: list[tuple[list[int], list[int]]]) -> list[list[float]]:
         """Per-token log-probabilities of each continuation given its prompt (teacher-forced)."""
+        self._lacks("logits")
+
+    def greedy_agreement(self, pairs: list[tuple[list[int], list[int]]]) -> tuple[list[list[float]], list[list[bool]]]:
+        """`score(pairs)` and, per continuation token, whether it is the model's greedy (top-1) choice there:
+        a continuation is what greedy decoding from its prompt produces exactly when every token is, so this
+        answers "does the model recite it?" in one teacher-forced pass, without generating."""
         self._lacks("logits")
 
     # ---- internals: `weights`, `hidden_states` ---------------------------------------

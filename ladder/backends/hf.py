@@ -49,6 +49,10 @@ class HFModel(Backend):
     requested_dtype: str = "auto"  # what ladder asked from_pretrained for (lending compares a harness's ask)
     as_loaded: dict[str, Any] | None = None  # `lend_state()` right after loading: lent only while it holds
     offload_folder: Any = None  # the temporary folder accelerate offloads to under `max_memory`
+    # per prompt, the greedy replies `generate` produced with their per-token log-probabilities, so that
+    # `score` of a reply ladder generated (or a prefix of it) costs no second forward pass
+    generated_scores: dict = field(default_factory=dict, repr=False)
+    generated_scores_state: tuple | None = field(default=None, repr=False)  # `_scoring_state()` they hold for
     name: ClassVar[str] = "hf"
     how_to_reach: ClassVar[str] = "give --model DIR"
 
@@ -254,29 +258,91 @@ class HFModel(Backend):
         if attention_mask:
             options["attention_mask"] = mask
         options.update(settings)
+        # the model's own greedy pass, as score() would see it: masked, left-padded (or one row), not sampled
+        remember = (attention_mask and (padding_side == "left" or len(batch) == 1) and not options.get("do_sample")
+                    and not options.get("num_beams", 1) > 1)
+        if remember:
+            options.update(output_logits=True, return_dict_in_generate=True)
         with torch.no_grad():
             out = self.loaded_model.generate(input_ids=input_ids, **options)
-        replies = [cut_at_stop(row, stops) for row in out[:, input_ids.shape[1]:].tolist()]
+        sequences = out.sequences if remember else out
+        replies = [cut_at_stop(row, stops) for row in sequences[:, input_ids.shape[1]:].tolist()]
+        if remember:
+            self._remember_scores(batch, replies, out.logits)
         count_cost("generate_calls")
         count_cost("tokens_generated", sum(len(reply) for reply in replies))
         return replies
 
-    def score(self, pairs: list[tuple[list[int], list[int]]]) -> list[list[float]]:
+    MAX_REMEMBERED = 1024
+
+    def _remember_scores(self, batch: list[list[int]], replies: list[list[int]], step_logits) -> None:
         import torch
 
+        values: list[list[float]] = [[] for _ in replies]
+        for step, logits in enumerate(step_logits):
+            rows = [r for r, reply in enumerate(replies) if len(reply) > step]
+            if not rows:
+                break
+            logprobs = torch.log_softmax(logits[rows].float(), dim=-1)
+            chosen = torch.tensor([replies[r][step] for r in rows], device=logprobs.device)
+            for r, value in zip(rows, logprobs.gather(1, chosen[:, None])[:, 0].tolist()):
+                values[r].append(value)
+        state = self._scoring_state()
+        if self.generated_scores_state != state:
+            self.generated_scores.clear()
+            self.generated_scores_state = state
+        for prompt, reply, row in zip(batch, replies, values):
+            if reply:
+                self.generated_scores.pop(tuple(prompt), None)
+                self.generated_scores[tuple(prompt)] = (tuple(reply), row)
+        while len(self.generated_scores) > self.MAX_REMEMBERED:
+            self.generated_scores.pop(next(iter(self.generated_scores)))
+
+    def _scoring_state(self) -> tuple:
+        """What remembered scores depend on besides the weights: the mode, the dtype and the hooks a probe
+        puts on the network for a while (layers bypassed, blocks cast), which change what it computes."""
+        model = self.loaded_model
+        hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+        return model.training, str(model.dtype), hooks
+
+    def _remembered(self, prompt: list[int], cont: list[int]) -> list[float] | None:
+        if not self.generated_scores or self.generated_scores_state != self._scoring_state():
+            return None
+        known = self.generated_scores.get(tuple(prompt))
+        if known is None or not cont or tuple(cont) != known[0][:len(cont)]:
+            return None
+        return list(known[1][:len(cont)])
+
+    def score(self, pairs: list[tuple[list[int], list[int]]]) -> list[list[float]]:
         require(self, "logits")
+        known = [self._remembered(prompt, cont) for prompt, cont in pairs]
+        todo = [pair for pair, values in zip(pairs, known) if values is None]
+        computed = iter(self._teacher_forced(todo)[0] if todo else [])
+        return [values if values is not None else next(computed) for values in known]
+
+    def greedy_agreement(self, pairs: list[tuple[list[int], list[int]]]) -> tuple[list[list[float]], list[list[bool]]]:
+        require(self, "logits")
+        return self._teacher_forced(pairs) if pairs else ([], [])
+
+    def _teacher_forced(self, pairs: list[tuple[list[int], list[int]]]) -> tuple[list[list[float]], list[list[bool]]]:
+        """One forward pass over prompt + continuation: each continuation token's log-probability, and
+        whether it is the top-1 there."""
+        import torch
+
         joined = [prompt + cont for prompt, cont in pairs]
         input_ids, mask, _ = self.padded(joined)
         with torch.no_grad():
             logits = self.loaded_model(input_ids=input_ids, attention_mask=mask).logits.float()
         logprobs = torch.log_softmax(logits, dim=-1)
+        top = logprobs.argmax(dim=-1)
         width = input_ids.shape[1]
-        results = []
-        for row, (prompt, cont) in enumerate(pairs):
-            start = width - len(cont)
-            values = [logprobs[row, pos - 1, input_ids[row, pos]].item() for pos in range(start, width)]
-            results.append(values)
-        return results
+        values, greedy = [], []
+        for row, (_, cont) in enumerate(pairs):
+            positions = torch.arange(width - len(cont), width, device=logprobs.device)
+            targets = input_ids[row, positions]
+            values.append(logprobs[row, positions - 1, targets].tolist())
+            greedy.append((top[row, positions - 1] == targets).tolist())
+        return values, greedy
 
 
 def _config_dict(config) -> dict[str, Any]:

@@ -83,6 +83,13 @@ def trailing_loop(tokens: list[int], min_tokens: int, max_period: int = 16) -> d
 
 def generate_with_entropy(hf, prompts_ids: list[list[int]], max_new_tokens: int):
     """Greedy generations (new ids, cut after a stop id) and the per-step mean entropy over live rows."""
+    replies, stopped, step_logits = free_run(hf, prompts_ids, max_new_tokens)
+    return replies, stopped, step_entropy(replies, step_logits)
+
+
+def free_run(hf, prompts_ids: list[list[int]], max_new_tokens: int):
+    """Greedy generations (new ids, cut after a stop id), whether each stopped, and per step the logits
+    (batch x vocabulary) the model produced after its own prefix."""
     import torch
 
     from ladder.backends.hf import cut_at_stop
@@ -100,14 +107,21 @@ def generate_with_entropy(hf, prompts_ids: list[list[int]], max_new_tokens: int)
         kept = cut_at_stop(row, stops)
         replies.append(kept)
         stopped.append(bool(kept) and kept[-1] in stops)
+    return replies, stopped, out.logits
+
+
+def step_entropy(replies: list[list[int]], step_logits) -> list[float]:
+    """Per generation step, the mean next-token entropy over the rows still generating."""
+    import torch
+
     entropy = []
-    for step, logits in enumerate(out.logits):
+    for step, logits in enumerate(step_logits):
         live = [r for r, reply in enumerate(replies) if len(reply) > step]
         if not live:
             break
         logp = torch.log_softmax(logits[live].float(), dim=-1)
         entropy.append(float(-(logp.exp() * logp).sum(-1).mean()))
-    return replies, stopped, entropy
+    return entropy
 
 
 def reference_pairs(ctx: ProbeContext, hf, limit: int) -> tuple[list[tuple[list[int], list[int]]], str | None]:
@@ -130,23 +144,16 @@ def reference_pairs(ctx: ProbeContext, hf, limit: int) -> tuple[list[tuple[list[
 
 
 def exposure_gap(hf, pairs) -> dict[str, float]:
-    """Mean NLL of reference tokens teacher-forced vs after the model's own greedy prefix."""
-    teacher = hf.score(pairs)
-    free_prefixes, _, _ = generate_with_entropy(hf, [p for p, _ in pairs], max(len(a) for _, a in pairs))
-    free: list[float] = []
+    """Mean NLL of reference tokens teacher-forced vs after the model's own greedy prefix (read off the
+    free-running generation's own logits: no further forward pass)."""
     import torch
 
-    for (prompt, answer), generated in zip(pairs, free_prefixes):
-        steps = min(len(answer), len(generated))
-        if steps == 0:
-            continue
-        sequence = prompt + generated[: steps - 1]
-        input_ids, mask, _ = hf.padded([sequence])
-        with torch.no_grad():
-            logits = hf.network(input_ids=input_ids, attention_mask=mask).logits[0].float()
-        logp = torch.log_softmax(logits, dim=-1)
-        start = input_ids.shape[1] - steps  # position predicting the first answer token
-        free.extend(-float(logp[start + t, answer[t]]) for t in range(steps))
+    teacher = hf.score(pairs)
+    free_prefixes, _, step_logits = free_run(hf, [p for p, _ in pairs], max(len(a) for _, a in pairs))
+    free: list[float] = []
+    for row, ((_, answer), generated) in enumerate(zip(pairs, free_prefixes)):
+        for step in range(min(len(answer), len(generated))):  # step t: after the prompt and t own tokens
+            free.append(-float(torch.log_softmax(step_logits[step][row].float(), dim=-1)[answer[step]]))
     teacher_values = [-v for row in teacher for v in row]
     tf = sum(teacher_values) / len(teacher_values) if teacher_values else float("nan")
     fr = sum(free) / len(free) if free else float("nan")

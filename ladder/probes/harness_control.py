@@ -10,6 +10,8 @@ What it checks:
     your harness's reply against its own greedy reply, given the correct prompt,
     and answer accuracy where the case gives expectations. If the base degrades
     on the harness path about as much as the fine-tune, the harness is at fault.
+    When the fine-tune does not degrade on your harness path there is nothing to
+    explain, and the base is neither loaded nor run.
 
 Why it matters:
     "Run the base model through the exact same inference path" is the control
@@ -64,6 +66,21 @@ class HarnessControl(HarnessProbe):
             return run_harness(case, [p["prompt"] for p in prompts], redirect=harness_redirect(case, case.base),
                                resources=ctx.resources)
 
+        tuned = self._score(ctx, model_backend(ctx, "model"), tuned_run, prompts, params, "model")
+        how = (f"the harness was run again with from_pretrained({(case.harness_model or case.model)!r}) "
+               f"redirected to {case.base!r}; its tokenizer and code unchanged")
+        if tuned["degradation"] is None:
+            skip("no reply to score: the harness returned nothing the tap could see", how=how)
+        if tuned["degradation"] < params.min_degradation:
+            # nothing to explain: the control (the base through the same path) is not needed, nor run
+            return passed(f"your harness path works for the fine-tune: its replies score "
+                          f"{tuned['degradation']:.2f} nats/token below ladder's correct path",
+                          how="the fine-tune does not degrade on your harness path, so the base was not run "
+                              "through it", degradation_nats_per_token={"model": tuned["degradation"], "base": None},
+                          metrics={name: {"model": value, "base": None} for name, value in tuned["metrics"].items()},
+                          side_by_side={"prompt": prompts[0]["prompt"],
+                                        "model_harness_answer": tuned["harness_answers"][0],
+                                        "model_correct_path_answer": tuned["ladder_answers"][0]})
         model_backend(ctx, "base")  # loaded first, so that the harness asking for the base is lent ladder's copy
         base_run = ctx.resources.get("harness:calls:base", build_base_run)
         if (problem := harness_error_finding(base_run, ctx)) is not None:
@@ -72,11 +89,9 @@ class HarnessControl(HarnessProbe):
             skip(f"your harness does not load the model from {case.harness_model or case.model} with "
                  "from_pretrained, so ladder cannot swap the base in: run the base through it yourself and give "
                  "--transcript")
-        tuned = self._score(ctx, model_backend(ctx, "model"), tuned_run, prompts, params, "model")
         base = self._score(ctx, model_backend(ctx, "base"), base_run, prompts, params, "base")
         evidence = {
-            "how": f"the harness was run again with from_pretrained({(case.harness_model or case.model)!r}) "
-                   f"redirected to {case.base!r}; its tokenizer and code unchanged",
+            "how": how,
             "degradation_nats_per_token": {"model": tuned["degradation"], "base": base["degradation"]},
             "metrics": {name: {"model": tuned["metrics"][name], "base": base["metrics"][name]}
                         for name in tuned["metrics"]},
@@ -89,9 +104,6 @@ class HarnessControl(HarnessProbe):
         tuned_drop, base_drop = tuned["degradation"], base["degradation"]
         if tuned_drop is None or base_drop is None:
             skip("no reply to score: the harness returned nothing the tap could see", **evidence)
-        if tuned_drop < params.min_degradation:
-            return passed(f"your harness path works for the fine-tune: its replies score "
-                          f"{tuned_drop:.2f} nats/token below ladder's correct path", **evidence)
         if base_drop >= max(params.min_degradation, params.base_share * tuned_drop):
             return failed(f"the base degrades on your harness path as much as the fine-tune "
                           f"({base_drop:.2f} vs {tuned_drop:.2f} nats/token below the correct path): "

@@ -6,7 +6,9 @@ What it checks:
     it took that split). Each sample becomes a prefix and a continuation: for conversations and
     prompt/answer rows the prompt through the model's chat template and the reply (with its
     end-of-turn token); for plain text the first tokens and the ones after. Per split: the exact-
-    match rate of the greedy continuation and the mean per-token loss of the true continuation.
+    match rate of the greedy continuation and the mean per-token loss of the true continuation,
+    both from one teacher-forced pass (greedy decoding reproduces a continuation exactly when
+    each of its tokens is the model's top-1 after the ones before it).
     The rung fails when the model recites training samples and fails held-out ones beyond the
     thresholds.
 
@@ -137,15 +139,14 @@ def encode(hf, sample, params: MemorizationParams) -> tuple[list[int], list[int]
 
 
 def score(hf, encoded: list[tuple[list[int], list[int]]], batch_size: int = 16) -> dict[str, Any]:
-    """Exact-match of greedy continuations and mean per-token loss of the true ones."""
+    """Exact-match of greedy continuations and mean per-token loss of the true ones, from one teacher-forced
+    pass per chunk: greedy decoding reproduces a continuation exactly when each of its tokens is the model's
+    top-1 given the ones before it, so nothing is generated."""
     exact, losses = [], []
     for start in range(0, len(encoded), batch_size):
-        chunk = encoded[start:start + batch_size]
-        width = max(len(c) for _, c in chunk)
-        generated = hf.generate([p for p, _ in chunk], max_new_tokens=width)
-        for (prefix, cont), out in zip(chunk, generated):
-            exact.append(out[:len(cont)] == cont)
-        for row in hf.score(chunk):
+        logprobs, greedy = hf.greedy_agreement(encoded[start:start + batch_size])
+        for row, hits in zip(logprobs, greedy):
+            exact.append(all(hits))
             losses.append(-sum(row) / len(row))
     return {"exact": exact, "loss": losses,
             "exact_rate": sum(exact) / len(exact) if exact else float("nan"),

@@ -5,10 +5,13 @@ What it checks:
     Every weight tensor for NaN or inf (by name). One forward pass of the probe batch in each
     reduced precision the model runs in (the dtype it loads in, the dtype your harness ran it in
     as the tap recorded, and any the rung's `dtypes` asks for; a failure there fails) and in the
-    `probe_dtypes` (float16, bfloat16; a failure there warns) against the same pass in float32:
+    `probe_dtypes` (float16, bfloat16; off your path, so on the batch's first two prompts, and a
+    failure there warns) against the same pass in float32:
     per decoder layer the largest |activation| against the dtype's largest finite value, and the
     KL divergence of the next-token distributions. A reduced precision is applied one block (decoder
     layer, embedding, head) at a time, so the model is never copied: at most one layer exists twice.
+    No pass is made twice: the float32 reference of a float32 model is also the first of the two
+    identical passes and the loaded attention implementation's side of eager vs SDPA.
     Whether your harness called the model in training mode (from the tap's recordings, when a
     harness ran), and whether two identical forward passes in that mode agree (dropout active).
     Where the model offers both, the eager and SDPA attention implementations on the same batch.
@@ -55,6 +58,10 @@ class NumericsParams(BaseModel):
     probe_dtypes: list[str] = Field(default_factory=lambda: ["float16", "bfloat16"],
                                     description="Reduced precisions tried as well; a failure there only warns "
                                                 "(the model may never run in them).")
+    probe_dtype_prompts: int = Field(default=2, ge=1,
+                                     description="Prompts of the batch the `probe_dtypes` are tried on (off your "
+                                                 "path, a warning at most; on a CPU a reduced precision runs "
+                                                 "several times slower than float32).")
     kl_threshold: float = Field(default=0.05, ge=0,
                                 description="Mean KL (nats per token) from float32 beyond which a dtype fails.")
     range_fraction: float = Field(default=0.5, gt=0, le=1,
@@ -119,6 +126,14 @@ def forward_max_abs(model, batch) -> tuple[Any, list[float]]:
         for handle in handles:
             handle.remove()
     return out.logits.float(), maxima
+
+
+def first_rows(batch, count: int):
+    """The first `count` rows of a probe batch (same width and padding), for a pass on part of it."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(input_ids=batch.input_ids[:count], attention_mask=batch.attention_mask[:count],
+                           position_ids=batch.position_ids[:count])
 
 
 def mean_kl(reference, other, mask) -> float:
@@ -249,8 +264,9 @@ def dropout_settings(model) -> dict[str, float]:
     return values
 
 
-def repeat_difference(model, batch, training: bool) -> float:
-    """Largest logit difference between two identical forward passes in the given mode."""
+def repeat_difference(model, batch, training: bool, first=None) -> float:
+    """Largest logit difference between two identical forward passes in the given mode (`first`: the logits
+    of one such pass already made, so only the second is run)."""
     import torch
 
     was_training = model.training
@@ -259,7 +275,7 @@ def repeat_difference(model, batch, training: bool) -> float:
         with torch.no_grad():
             kwargs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
                       "position_ids": batch.position_ids, "use_cache": False}
-            first = model(**kwargs).logits.float()
+            first = model(**kwargs).logits.float() if first is None else first
             second = model(**kwargs).logits.float()
     finally:
         model.train(was_training)
@@ -268,17 +284,18 @@ def repeat_difference(model, batch, training: bool) -> float:
     return float(diff.max().item()) if diff.numel() else 0.0
 
 
-def attention_comparison(model, batch) -> dict[str, Any] | None:
-    """Eager vs SDPA logits on the batch, when the model can switch; None when it cannot."""
+def attention_comparison(model, batch, loaded_logits=None) -> dict[str, Any] | None:
+    """Eager vs SDPA logits on the batch, when the model can switch; None when it cannot. `loaded_logits`:
+    the batch's logits under the implementation the model is loaded with, already computed."""
     import torch
 
     config = model.config
     original = getattr(config, "_attn_implementation", None)
     if not hasattr(model, "set_attn_implementation") or original is None:
         return None
-    logits = {}
+    logits = {original: loaded_logits} if loaded_logits is not None and original in ("eager", "sdpa") else {}
     try:
-        for implementation in ("eager", "sdpa"):
+        for implementation in [name for name in ("eager", "sdpa") if name not in logits]:
             try:
                 model.set_attn_implementation(implementation)
             except Exception as exc:  # the model does not support it: nothing to compare
@@ -353,16 +370,19 @@ class Numerics(Probe):
         per_dtype: dict[str, Any] = {}
         if not torch.isfinite(reference[mask]).all():
             problems.append("float32 logits are not finite")
+        few = first_rows(batch, params.probe_dtype_prompts)
         for step, name in enumerate(reduced + tried):
             ctx.progress(f"{name} pass", 0.3 + 0.3 * step / max(1, len(reduced) + len(tried)))
             runs_in = name in reduced
             dtype = getattr(torch, name)
-            logits, maxima = run_in_dtype(model, dtype, batch)
+            rows, rows_mask = (batch, mask) if runs_in else (few, few.attention_mask.bool())
+            logits, maxima = run_in_dtype(model, dtype, rows)
             limit = torch.finfo(dtype).max
             over = [i for i, m in enumerate(maxima) if not math.isfinite(m) or m >= params.range_fraction * limit]
-            finite = bool(torch.isfinite(logits[mask]).all())
-            kl = mean_kl(reference, logits, mask) if finite else float("inf")
-            per_dtype[name] = {"kl_from_float32": kl if math.isfinite(kl) else None, "logits_finite": finite,
+            finite = bool(torch.isfinite(logits[rows_mask]).all())
+            kl = mean_kl(reference[: logits.shape[0]], logits, rows_mask) if finite else float("inf")
+            per_dtype[name] = {"prompts": int(logits.shape[0]),
+                               "kl_from_float32": kl if math.isfinite(kl) else None, "logits_finite": finite,
                                "dtype_max": limit, "layers_near_or_over_range": over,
                                "largest_activation": max((m for m in maxima if math.isfinite(m)), default=None)}
             series[f"max_abs_{name}"] = rounded(maxima, 3)
@@ -397,7 +417,9 @@ class Numerics(Probe):
                 problems.append(f"your harness called generate with the model in training mode "
                                 f"({modes['training_calls']} of {modes['calls']} calls)"
                                 + (f"; dropout {dropout} is active" if dropout else ""))
-        difference = repeat_difference(model, batch, training)
+        # the float32 reference of a float32 model in eval mode is the first of the two identical passes
+        as_loaded = reference if own == "float32" and not model.training else None
+        difference = repeat_difference(model, batch, training, first=as_loaded if not training else None)
         evidence["repeat_max_logit_difference"] = difference if math.isfinite(difference) else None
         evidence["repeat_mode"] = "train" if training else "eval"
         if not math.isfinite(difference):
@@ -407,7 +429,7 @@ class Numerics(Probe):
                             f"to {difference:.3g} in the logits")
 
         ctx.progress("eager vs SDPA attention", 0.85)
-        attention = attention_comparison(model, batch)
+        attention = attention_comparison(model, batch, loaded_logits=as_loaded)
         if attention is None:
             notes.append("attention implementations not compared: the model cannot switch them")
         else:
