@@ -161,7 +161,7 @@ class AttentionCollapse(Probe):
                                  "this pass used the eager implementation"]
         flagged = list(collapsed)
         new_share = None
-        if ctx.case.base:
+        if ctx.case.base and collapsed:  # the base tells which collapses are new; none to tell, no base pass
             ctx.progress("the base model's heads", 0.6)
             base = model_backend(ctx, "base")
             base_stats = head_statistics(base, probe_batch(base, prompt_strings(ctx.case),

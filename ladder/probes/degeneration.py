@@ -8,8 +8,8 @@ What it checks:
     step the mean next-token entropy (a collapse to near zero mid-reply shows as a falling series).
     Where reference answers are given (rows of `--eval-data`, else `--data`, with a prompt and an
     assistant reply) the loss of the reference tokens teacher-forced against the same tokens'
-    loss after the model's own free-running prefix: the exposure-bias gap. With `--base`, the
-    base model's figures on the same prompts.
+    loss after the model's own free-running prefix: the exposure-bias gap. With `--base`, when
+    the model loops or repeats, the base model's figures on the same prompts (does it too?).
 
 Why it matters:
     A model that loops or collapses under the right format has a real behaviour fault (exposure
@@ -224,16 +224,19 @@ class Degeneration(Probe):
         else:
             evidence["exposure_bias"] = "not measured: no reference answers (give --eval-data or --data with " \
                                         "prompt/answer rows)"
+        share = m["loop_share"]
         base_figures = None
-        if ctx.case.base:
+        if ctx.case.base and (share > params.loop_share or m["mean_repetition"] > params.max_repetition):
+            # only a failure needs the base's figures (does it loop as well?): a healthy reply needs no control
             ctx.progress("the base model's generations", 0.8)
             base = model_backend(ctx, "base")
             base_m = measure(base, prompts, params)
             base_figures = figures(base_m)
             evidence["base_figures"] = base_figures
             evidence["series"]["base_entropy"] = rounded(base_m["entropy"], 4)
+        elif ctx.case.base:
+            evidence["base_figures"] = "not measured: the model's own replies neither loop nor repeat"
 
-        share = m["loop_share"]
         if share > params.loop_share:
             inherited = base_figures is not None and base_figures["loop_share"] > params.loop_share
             return failed(f"{share:.0%} of free-running replies end in a loop under the model's own chat template "
