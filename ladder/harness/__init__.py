@@ -64,14 +64,15 @@ def probe_prompts(case: "Case") -> list[dict[str, Any]]:
 
 
 def run_harness(case: "Case", prompts: list[str], *, redirect: dict[str, str] | None = None,
-                batch: bool = False, resources: "Resources | None" = None) -> HarnessRun:
-    """Run the case's harness (function, command or transcript) on `prompts` under the tap. Given the run's
-    `resources`, an in-process harness that loads the case's model (or base) the way ladder did is handed
-    ladder's loaded instance: one copy of the weights (`lent_models`)."""
+                batch: bool = False, singles: bool = True, resources: "Resources | None" = None) -> HarnessRun:
+    """Run the case's harness (function, command or transcript) on `prompts` under the tap (a function's
+    batch entry point too with `batch`, only that with `singles=False`). Given the run's `resources`, an
+    in-process harness that loads the case's model (or base) the way ladder did is handed ladder's loaded
+    instance: one copy of the weights (`lent_models`)."""
     if case.harness:
         with lent_models(case, resources) as lenders:
             return run_function(case.harness, prompts, timeout=case.harness_timeout, redirect=redirect,
-                                batch=batch, lenders=lenders)
+                                batch=batch, singles=singles, lenders=lenders)
     if case.harness_cmd:
         return run_command(case.harness_cmd, prompts, timeout=case.harness_timeout, redirect=redirect)
     if case.transcript:
@@ -124,9 +125,26 @@ def harness_run(ctx: "ProbeContext") -> HarnessRun:
     def build() -> HarnessRun:
         ctx.progress("running your harness under the tap", None)
         prompts = [p["prompt"] for p in probe_prompts(case)]
-        return run_harness(case, prompts, batch=True, resources=ctx.resources, redirect=harness_redirect(case))
+        return run_harness(case, prompts, resources=ctx.resources, redirect=harness_redirect(case))
 
     return ctx.resources.get("harness:calls", build)
+
+
+def harness_batch_call(ctx: "ProbeContext") -> dict[str, Any] | None:
+    """The in-process harness's own batch entry point (`generate_batch`) called with the probe prompts under
+    the tap (`HarnessRun.batch`: outputs and generate records, or its error); None when it has none. Made
+    only when a rung asks (batch-consistency), once per run: a walk that stops above it never batches."""
+    case = ctx.case
+    if not case.harness:
+        return None
+
+    def build() -> dict[str, Any] | None:
+        ctx.progress("calling your harness's generate_batch under the tap", None)
+        prompts = [p["prompt"] for p in probe_prompts(case)]
+        return run_harness(case, prompts, batch=True, singles=False, resources=ctx.resources,
+                           redirect=harness_redirect(case)).batch
+
+    return ctx.resources.get("harness:batch", build)
 
 
 def harness_error_finding(run: HarnessRun, ctx: "ProbeContext | None" = None) -> "Finding | None":

@@ -146,10 +146,11 @@ def load_callable(spec: str) -> tuple[Any, Callable]:
 
 
 def run_function(spec: str, prompts: list[str], *, timeout: float = 300.0,
-                 redirect: dict[str, str] | None = None, batch: bool = False,
+                 redirect: dict[str, str] | None = None, batch: bool = False, singles: bool = True,
                  lenders: dict[str, Any] | None = None) -> HarnessRun:
-    """Import the harness and call it once per prompt under the tap (and its batch entry point if asked);
-    `lenders` are ladder's loaded models the harness may be handed (see `Tap`)."""
+    """Import the harness and call it once per prompt under the tap (unless `singles` is False) and its batch
+    entry point `generate_batch` with all of them if asked (`run.batch`, None when it has none); `lenders` are
+    ladder's loaded models the harness may be handed (see `Tap`)."""
     run = HarnessRun(form="function", spec=spec, redirect=dict(redirect or {}))
     captured = io.StringIO()  # the harness's prints and progress bars stay out of ladder's output
     with Tap(redirect=redirect, lenders=lenders) as tap, contextlib.redirect_stdout(captured), \
@@ -163,7 +164,7 @@ def run_function(spec: str, prompts: list[str], *, timeout: float = 300.0,
             run.error = {"kind": "import", "message": f"importing {spec} failed: {type(exc).__name__}: {exc}",
                          "prompt": None, "traceback": _harness_traceback(exc)}
         if run.error is None:
-            for index, prompt in enumerate(prompts):
+            for index, prompt in enumerate(prompts if singles else []):
                 step_progress("your harness: prompt", index + 1, len(prompts))
                 tap.mark(index)
                 started = time.perf_counter()

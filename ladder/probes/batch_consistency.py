@@ -69,14 +69,16 @@ class BatchConsistency(HarnessProbe):
         params: Params = ctx.params
         if len(run.calls) < 2:
             skip("batching needs at least two probe prompts (case key `prompts`)")
-        if run.batch is not None:
-            return self._harness_batch(run)
+        from ladder.harness import harness_batch_call
+
+        batch = harness_batch_call(ctx) if run.error is None else None
+        if batch is not None:
+            return self._harness_batch(run, batch)
         return self._reproduced(ctx, run, params, on_path=harness_batches(run))
 
-    def _harness_batch(self, run):
+    def _harness_batch(self, run, batch):
         from ladder.models import Finding, Status
 
-        batch = run.batch
         if "error" in batch:
             error = batch["error"]
             return Finding(status=Status.ERROR, summary=f"your harness failed, not the model: {error['message']}",
