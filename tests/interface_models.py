@@ -179,6 +179,99 @@ def variant_harness(folder: Path, model: Path, *, mode: str = "template", tokeni
     return f"{path}:ask"
 
 
+# ---- harnesses built on real clients: transformers' pipeline, lm-evaluation-harness's generate_until ----
+
+PIPELINE_HARNESS = '''
+"""A harness on transformers' text-generation pipeline ({mode}): {doc}"""
+from transformers import pipeline
+
+_pipe = pipeline("text-generation", model={model!r})
+_pipe.tokenizer.padding_side = {padding_side!r}
+
+
+def _input(prompt):
+    if {mode!r} == "raw":  # a string: the pipeline sends it as it is
+        return prompt
+    return [{{"role": "user", "content": prompt}}]  # messages: the pipeline applies the chat template
+
+
+def _text(result):
+    text = result[0]["generated_text"]
+    return text[-1]["content"] if isinstance(text, list) else text
+
+
+def ask(prompt):
+    return _text(_pipe(_input(prompt), max_new_tokens=16, do_sample=False, return_full_text=False))
+
+
+def generate_batch(prompts):
+    results = _pipe([_input(p) for p in prompts], batch_size=4, max_new_tokens=16, do_sample=False,
+                    return_full_text=False)
+    return [_text(r) for r in results]
+'''
+
+LM_EVAL_HARNESS = '''
+"""A harness shaped like lm-evaluation-harness's HFLM.generate_until ({mode}): {doc}"""
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+_tok = AutoTokenizer.from_pretrained({model!r})
+_model = AutoModelForCausalLM.from_pretrained({model!r}).eval()
+_tok.padding_side = {padding_side!r}
+if _tok.pad_token is None:
+    _tok.pad_token = _tok.eos_token
+APPLY_CHAT_TEMPLATE = {mode!r} == "template"  # lm_eval --apply_chat_template
+
+
+def _context(prompt):
+    if APPLY_CHAT_TEMPLATE:
+        return _tok.apply_chat_template([{{"role": "user", "content": prompt}}], tokenize=False,
+                                        add_generation_prompt=True)
+    return prompt
+
+
+def generate_until(contexts, until=("\\n\\n",), max_gen_toks=16, batch_size=4):
+    """Longest first, as lm-eval sorts, in batches padded on the tokenizer's side; cut at `until`."""
+    lengths = [len(_tok(c, add_special_tokens=False)["input_ids"]) for c in contexts]
+    order = sorted(range(len(contexts)), key=lambda i: -lengths[i])
+    out = [None] * len(contexts)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        enc = _tok([contexts[i] for i in chunk], add_special_tokens=False, padding="longest", return_tensors="pt")
+        with torch.no_grad():
+            gen = _model.generate(**enc, max_new_tokens=max_gen_toks, do_sample=False,
+                                  pad_token_id=_tok.pad_token_id)
+        for row, i in enumerate(chunk):
+            text = _tok.decode(gen[row, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            out[i] = min((text.split(stop)[0] for stop in until), key=len)
+    return out
+
+
+def ask(prompt):
+    return generate_until([_context(prompt)])[0]
+
+
+def generate_batch(prompts):
+    return generate_until([_context(p) for p in prompts])
+'''
+
+CLIENT_HARNESSES = {"pipeline": PIPELINE_HARNESS, "lm-eval": LM_EVAL_HARNESS}
+
+
+def client_harness(folder: Path, model: Path, client: str, *, mode: str = "template", padding_side: str = "left",
+                   batch: bool = True, doc: str = "") -> str:
+    """A harness file on a real client (`pipeline` or `lm-eval`), sending `mode` (template or raw) text;
+    with `batch`, its `generate_batch` sends several prompts per generate call. Returns its `file.py:ask`."""
+    source = CLIENT_HARNESSES[client].format(doc=doc or mode, model=str(model), mode=mode,
+                                             padding_side=padding_side)
+    if not batch:
+        source = source[: source.index("def generate_batch")]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "harness.py"
+    path.write_text(source.lstrip(), encoding="utf-8")
+    return f"{path}:ask"
+
+
 def rungs_runner(folder: Path, keep: list[str], *, keep_going: bool = True, **case_keys):
     """A runner of a case with `case_keys` and a ladder of only the `keep` rungs (the shipped ones, others
     disabled), not yet run."""

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from derived_models import derived_model
-from families import REAL_FAMILIES
-from interface_models import variant_harness
+from families import MORE_FAMILIES, REAL_FAMILIES
+from interface_models import CLIENT_HARNESSES, client_harness, variant_harness
 
 from ladder.fixtures.tokenizer import STYLES, get_style
 
@@ -39,6 +39,10 @@ HARNESSES = {
 }
 # what each harness of the matrix is run on: the built-in families get every one
 REAL_FAMILY_HARNESSES = ("template", "raw", "truncated", "twice", "other-template", "render-then-tokenize")
+# harnesses on real clients (CLIENT_HARNESSES: a transformers pipeline, lm-eval's generate_until), on a family
+# with markers as added tokens and one with plain-text markers and BOS in the template
+CLIENT_FAMILIES = {"chatml": ("template+batch", "raw", "right-padded-batch"),
+                   "mistral-instruct": ("template+batch", "raw")}
 # the other family's template an "other-template" harness renders with
 OTHER_TEMPLATE = {"chatml": "vicuna", "qwen2.5-instruct": "vicuna"}  # else chatml
 
@@ -49,7 +53,7 @@ class Combination:
     padding_side: str
     pad: str
     harness: str
-    form: str  # function | command | transcript
+    form: str  # function | command | transcript | a client of CLIENT_HARNESSES (pipeline, lm-eval)
     recipe: str = "reply"
 
     @property
@@ -65,14 +69,15 @@ class Combination:
         return culprit
 
 
-def combinations() -> list[Combination]:
+def combinations(more_families: bool = False) -> list[Combination]:
     """Every harness on the built-in families' tokenizers as shipped, in the function form; the healthy
     and the raw harness in the command and transcript forms and on every other tokenizer setting (the
     settings change nothing on a one-prompt-at-a-time path). On the real families and the second recipe,
     the healthy and every broken one-prompt harness, and the healthy one on a right-padding pad == eos
-    tokenizer."""
+    tokenizer. On CLIENT_FAMILIES, harnesses on each real client (a pipeline, lm-eval's generate_until).
+    `more_families`: also the families the tests never train (families.MORE_FAMILIES), as the real ones."""
     out = []
-    for family, recipe in MODELS:
+    for family, recipe in (*MODELS, *((family, "reply") for family in (MORE_FAMILIES if more_families else ()))):
         if family in STYLES and recipe == "reply":
             out += [Combination(family, "left", "distinct", harness, "function") for harness in HARNESSES
                     if harness != "other-template"]
@@ -84,6 +89,9 @@ def combinations() -> list[Combination]:
             out += [Combination(family, "left", "distinct", harness, "function", recipe)
                     for harness in REAL_FAMILY_HARNESSES]
             out.append(Combination(family, "right", "eos", "template", "function", recipe))
+        if recipe == "reply":
+            out += [Combination(family, "left", "distinct", harness, client)
+                    for client in CLIENT_HARNESSES for harness in CLIENT_FAMILIES.get(family, ())]
     return out
 
 
@@ -154,7 +162,10 @@ def write_case(combo: Combination, folder: Path) -> Path:
         keywords["other_template"] = get_style(OTHER_TEMPLATE.get(combo.family, "chatml")).chat_template
     spec = variant_harness(folder, model, doc=combo.name, **keywords)
     case = {"description": combo.name, "model": str(model)}
-    if combo.form == "function":
+    if combo.form in CLIENT_HARNESSES:
+        case["harness"] = client_harness(folder, model, combo.form, mode=keywords["mode"], doc=combo.name,
+                                         padding_side=keywords["padding_side"], batch=keywords["batch"])
+    elif combo.form == "function":
         case["harness"] = spec
     elif combo.form == "transcript":
         case["transcript"] = str(record_transcript(folder))

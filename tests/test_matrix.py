@@ -51,7 +51,7 @@ def test_the_matrix_spans_families_recipes_settings_forms_and_both_verdicts():
         "markers as plain text, too"
     assert {c.recipe for c in COMBINATIONS} == {"reply", "conversation"}
     assert {(c.padding_side, c.pad) for c in COMBINATIONS} >= {("right", "eos"), ("left", "none")}
-    assert {c.form for c in COMBINATIONS} == {"function", "command", "transcript"}
+    assert {c.form for c in COMBINATIONS} == {"function", "command", "transcript", "pipeline", "lm-eval"}
     healthy = [c for c in COMBINATIONS if c.culprit is None]
     assert len(healthy) >= 10 and len(COMBINATIONS) - len(healthy) >= 10
 
