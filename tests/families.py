@@ -7,7 +7,10 @@ Markers come both as added special tokens (llama-3's headers, chatml's turns) an
 (mistral's `[INST]`, vicuna's `USER:`); llama-3's `<|end_header_id|>` is a token added after the shared
 vocabulary, as a fine-tune that extends a tokenizer adds it.
 
-Importing this module registers the families; `FAMILIES` lists every trained family, built-in ones first.
+Importing this module registers the families; `FAMILIES` lists every family the tests train, built-in ones
+first. `MORE_FAMILIES` are families the tests never train (llama-2-chat's per-turn `<s>[INST]`, alpaca's
+`### Instruction:`, openchat's `GPT4 Correct User:` closed by an added `<|end_of_turn|>`): the bench runs them
+(`bench/bench_matrix.py --more-families`) to check that no rule was fitted to the trained ones.
 """
 
 from __future__ import annotations
@@ -41,5 +44,18 @@ def _families() -> list[TemplateStyle]:
     ]
 
 
+def _more_families() -> list[TemplateStyle]:
+    plain = dict(pad="<unk>", bos="<s>", eos="</s>", turn_start="<unused0>", bos_in_template=True)
+    return [
+        TemplateStyle(name="llama-2-chat", turn_end="<unused1>", chat_template=real_template("llama-2-chat"),
+                      end_of_turn="</s>", **plain),
+        TemplateStyle(name="alpaca", turn_end="<unused1>", chat_template=real_template("alpaca"), end_of_turn="</s>",
+                      **plain),
+        TemplateStyle(name="openchat-3.5", turn_end="<|end_of_turn|>", chat_template=real_template("openchat-3.5"),
+                      **plain),
+    ]
+
+
 REAL_FAMILIES = tuple(register_style(style).name for style in _families())
 FAMILIES = (*STYLES, *REAL_FAMILIES)
+MORE_FAMILIES = tuple(register_style(style).name for style in _more_families())
