@@ -56,7 +56,9 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_new_tokens: int = Field(default=24, ge=1, description="Tokens generated per reply on each path.")
-    max_prompts: int = Field(default=8, ge=1, description="How many probe prompts to send.")
+    max_prompts: int = Field(default=16, ge=1,
+                             description="How many probe prompts to send (every default question: a model that "
+                                         "answers one domain only shows a wrong format on that domain's questions).")
     min_reply_disagreement: float = Field(
         default=0.25, ge=0, le=1,
         description="Two paths differ when at least this share of the prompts (and at least two) get a different "
