@@ -32,6 +32,14 @@ def test_extreme_repetition_penalty_and_an_eos_override(tmp_path):
     assert "eos_token_id" in result.evidence["harmful_overrides"]
 
 
+def test_an_eos_override_with_a_stop_string_on_the_end_of_turn_is_a_warning(tmp_path):
+    from test_special_tokens import STOP_STRINGS
+
+    result = run(tmp_path, STOP_STRINGS)
+    assert result.status.value == "warn", result.summary
+    assert "end-of-turn" in result.summary and result.evidence["past_end_of_turn"]["into_replies"] == 0
+
+
 def test_greedy_with_a_temperature_is_a_warning(tmp_path):
     result = run(tmp_path, "max_new_tokens=16, do_sample=False, temperature=0.2")
     assert result.status.value == "warn", result.summary

@@ -29,6 +29,40 @@ def test_end_of_turn_missing_from_the_stop_ids(tmp_path):
     assert result.status.value == "fail", result.summary
     assert "end-of-turn" in result.summary
     assert result.evidence["end_of_turn"]["id"] not in result.evidence["stop_ids"]
+    past = result.evidence["past_end_of_turn"]
+    assert past["into_replies"] == past["prompts"] > 0 and past["example"], past
+
+
+# the same eos override, with generation stopped on the marker's text (transformers' stop_strings)
+STOP_STRINGS = ("max_new_tokens=16, do_sample=False, eos_token_id=_tok.eos_token_id, "
+                "stop_strings=[_tok.convert_ids_to_tokens(4)], tokenizer=_tok")
+
+
+def cut_at_end_of_turn(harness_file):
+    """The harness decodes the special tokens and cuts its reply at the end-of-turn marker's text itself."""
+    source = harness_file.read_text()
+    decode = "return _tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)"
+    assert decode in source
+    harness_file.write_text(source.replace(decode, "return _tok.decode(out[0, ids.shape[1]:]).split("
+                                                   "_tok.convert_ids_to_tokens(4))[0]"))
+
+
+def test_end_of_turn_missing_from_the_stop_ids_changes_nothing_when_generation_stops_on_its_text(tmp_path):
+    result = run(tmp_path, "chatml", kwargs=STOP_STRINGS)
+    assert result.status.value == "warn", result.summary
+    assert result.evidence["end_of_turn"]["id"] not in result.evidence["stop_ids"]
+    assert result.evidence["past_end_of_turn"]["into_replies"] == 0, result.evidence["past_end_of_turn"]
+
+
+def test_end_of_turn_missing_from_the_stop_ids_changes_nothing_when_the_harness_cuts_there(tmp_path):
+    model = chat_model_dir("chatml")
+    spec = variant_harness(tmp_path, model, kwargs="max_new_tokens=16, do_sample=False, eos_token_id=_tok.eos_token_id")
+    cut_at_end_of_turn(tmp_path / "harness.py")
+    report, _ = run_rungs(tmp_path, ["special-tokens"], model=model, harness=spec, prompts=probe_prompts(6))
+    result = rung(report, "special-tokens")
+    assert result.status.value == "warn", result.summary
+    past = result.evidence["past_end_of_turn"]
+    assert past["ran_past"] == past["prompts"] > 0 and past["into_replies"] == 0, past
 
 
 @pytest.mark.parametrize("style", ["chatml", "gemma"])

@@ -55,6 +55,27 @@ def output_ids(record: dict[str, Any] | None, tokenizer, prompt: str | None) -> 
     return list(outputs[min(prompt_row(record, tokenizer, prompt), len(outputs) - 1)])
 
 
+def runs_past_end_of_turn(run, tokenizer, eot: int) -> dict[str, Any]:
+    """Where the harness's generate calls ran on after the end-of-turn token `eot` (when it is not a stop id),
+    and whether what followed it reached the reply the harness returned: a harness that stops on the marker's
+    text (`stop_strings`) or cuts its replies there gets the same replies, only slower."""
+    prompts, ran_past, into_replies, example = 0, 0, 0, None
+    for index, call in enumerate(run.calls):
+        output = output_ids(run.sent(index), tokenizer, call.get("prompt"))
+        if output is None:
+            continue
+        prompts += 1
+        if eot not in output[:-1]:
+            continue
+        ran_past += 1
+        after = tokenizer.decode(output[output.index(eot) + 1:], skip_special_tokens=True).strip()
+        reply = call.get("output")
+        if after and (reply is None or after[:16] in reply):
+            into_replies += 1
+            example = example or after[:80]
+    return {"prompts": prompts, "ran_past": ran_past, "into_replies": into_replies, "example": example}
+
+
 def sent_ids(record: dict[str, Any] | None, tokenizer, row: int = 0, prompt: str | None = None) -> list[int] | None:
     """The ids of one row of a generate call, without padding (by its attention mask): the row that carries
     `prompt` when it is given (see `prompt_row`), else `row`.

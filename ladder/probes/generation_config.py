@@ -5,7 +5,9 @@ What it checks:
     effective config: the harness's kwargs merged over the model's
     `generation_config.json`), what `generation_config.json` says, and what a
     sane run of this model needs. It flags eos ids without the template's
-    end-of-turn token, a `max_new_tokens` too small for the model's own answers
+    end-of-turn token (a fail where generation went past it into your replies,
+    measured on the tap's record; a warn where a stop string or your harness cut
+    there), a `max_new_tokens` too small for the model's own answers
     (measured through the template: a fail when it cuts most of them, a warn when
     only the longest), sampling flags that contradict each other,
     an extreme temperature or repetition penalty, and the kwargs by which the
@@ -56,7 +58,8 @@ class GenerationConfigProbe(HarnessProbe):
         from pathlib import Path
 
         from ladder.backends import model_backend
-        from ladder.harness.compare import as_id_list, end_of_turn_id, template_analysis, template_replies
+        from ladder.harness.compare import (as_id_list, end_of_turn_id, runs_past_end_of_turn, template_analysis,
+                                            template_replies)
 
         params: Params = ctx.params
         records = [r for r in (run.sent(i) for i in range(len(run.calls))) if r]
@@ -83,10 +86,17 @@ class GenerationConfigProbe(HarnessProbe):
 
         problems, warnings = [], []
         eos_ids = as_id_list(effective.get("eos_token_id"))
+        past_end = None
         if eot is not None and eot not in eos_ids:
             source = "your harness's eos_token_id" if "eos_token_id" in kwargs else "generation_config.json"
-            problems.append(f"eos ids {eos_ids} (from {source}) lack the end-of-turn token "
-                            f"{tokenizer.convert_ids_to_tokens(eot)!r} (id {eot})")
+            lacking = (f"eos ids {eos_ids} (from {source}) lack the end-of-turn token "
+                       f"{tokenizer.convert_ids_to_tokens(eot)!r} (id {eot})")
+            past_end = runs_past_end_of_turn(run, tokenizer, eot)
+            if past_end["into_replies"] or not past_end["prompts"]:  # measured on your replies, or not measurable
+                problems.append(lacking)
+            else:
+                warnings.append(f"{lacking}, but on your prompts what follows it never reached your replies (a stop "
+                                "string, a harness that cuts there, or replies that ended first)")
         budget = effective.get("max_new_tokens")
         if budget is None and effective.get("max_length") is not None:
             budget = effective["max_length"] - input_length
@@ -129,6 +139,7 @@ class GenerationConfigProbe(HarnessProbe):
         varying = sorted({k for r in records for k, v in (r.get("generate_kwargs") or {}).items()
                           if v != kwargs.get(k)})
         evidence = {"settings": table, "overrides": overrides, "answer_tokens_needed": needed,
+                    "past_end_of_turn": past_end,
                     "generation_config_file": has_file, "kwargs_vary_between_calls": varying}
         if problems:
             unknowing = [k for k in overrides if any(k in p for p in problems)]

@@ -8,6 +8,12 @@ What it checks:
     `generate` really ran with; whether pad == eos in the harness's tokenizer; and
     the rate of generations that ran to `max_new_tokens` without stopping.
 
+    An end-of-turn token missing from the stop ids fails only where it changes
+    your replies, measured on the tap's record: the model emitted it, generation
+    went on, and what followed reached the text your harness returned. A harness
+    that stops on the marker's text (`stop_strings`) or cuts its replies there
+    gets the same replies (a warn: the hazard, not on your path).
+
 Why it matters:
     A doubled BOS is a sequence the model never saw in training and shifts every
     position; a missing one does the same. Without the end-of-turn token among
@@ -80,7 +86,8 @@ class SpecialTokens(HarnessProbe):
 
     def check(self, ctx: ProbeContext, run: HarnessRun):
         from ladder.backends import model_backend
-        from ladder.harness.compare import as_id_list, end_of_turn_id, output_ids, sent_ids, template_analysis
+        from ladder.harness.compare import (as_id_list, end_of_turn_id, output_ids, runs_past_end_of_turn,
+                                            sent_ids, template_analysis)
 
         params: Params = ctx.params
         model = model_backend(ctx)
@@ -112,9 +119,21 @@ class SpecialTokens(HarnessProbe):
                             f"{tokenizer.bos_token!r}")
         eot = end_of_turn_id(tokenizer, analysis) if analysis is not None and analysis.end_of_turn else None
         stops, stops_source = harness_stop_ids(records[rows[0][0]], model)
+        past_end = None
         if eot is not None and stops is not None and eot not in stops:
-            problems.append(f"the end-of-turn token {tokenizer.convert_ids_to_tokens(eot)!r} (id {eot}) is not "
+            missing_stop = (f"the end-of-turn token {tokenizer.convert_ids_to_tokens(eot)!r} (id {eot}) is not "
                             f"among the stop ids generate ran with {stops}")
+            past_end = runs_past_end_of_turn(run, tokenizer, eot)
+            if past_end["into_replies"]:
+                problems.append(f"{missing_stop}: on {past_end['into_replies']}/{past_end['prompts']} prompts the model ended "
+                                f"its turn and generation went on into your replies (after it: "
+                                f"{past_end['example']!r})")
+            elif past_end["ran_past"]:
+                warnings.append(f"{missing_stop}, and generation runs past it on {past_end['ran_past']}/{past_end['prompts']} "
+                                "prompts, but your harness cuts its replies there: the same replies, more time")
+            else:
+                warnings.append(f"{missing_stop}; on your prompts generation did not go past it (a stop string, "
+                                "or replies that ended first)")
         state = records[rows[0][0]].get("tokenizer") or {}
         pad = state.get("pad_token_id", tokenizer.pad_token_id)
         eos = state.get("eos_token_id", tokenizer.eos_token_id)
@@ -141,7 +160,7 @@ class SpecialTokens(HarnessProbe):
             "end_of_turn": {"token": tokenizer.convert_ids_to_tokens(eot) if eot is not None else None, "id": eot},
             "stop_ids": stops, "stop_ids_from": stops_source,
             "pad_token_id": pad, "eos_token_id": eos,
-            "ran_to_max_new_tokens_rate": unstopped_rate,
+            "ran_to_max_new_tokens_rate": unstopped_rate, "past_end_of_turn": past_end,
             "harness_sent": tokenizer.decode(rows[0][1]),
             "template_sends": tokenizer.decode(reference[0]),
         }
