@@ -56,3 +56,28 @@ def test_left_padding_with_mask_passes(tmp_path, batch):
 def test_one_prompt_cannot_be_batched(tmp_path):
     result = run(tmp_path, prompts=probe_prompts(1))
     assert result.status.value == "skip" and "prompts" in result.summary
+
+
+SAMPLING = "max_new_tokens=16, do_sample=True, temperature=1.0, top_k=0"
+
+
+@pytest.mark.parametrize("side, status", [("left", "pass"), ("right", "fail")])
+def test_a_sampling_harness_is_batched_greedily_with_its_own_padding(tmp_path, side, status):
+    """Sampled outputs differ between any two runs: compared as they come, a healthy batched harness that samples
+    was the culprit. Greedy here, with the padding its own batch used: only right padding still fails."""
+    result = run(tmp_path, padding_side=side, kwargs=SAMPLING)
+    assert result.status.value == status, result.summary
+    assert "samples" in result.evidence["batched_with"] and result.evidence["settings"]["padding_side"] == side
+
+
+def test_one_prompt_in_many_changed_by_batching_is_a_warning_not_a_culprit():
+    """Batched kernels flip greedy near-ties: below the material bar (two prompts and 25%), a warn."""
+    from ladder.probes.batch_consistency import BatchConsistency
+
+    prompts = [f"p{i}" for i in range(12)]
+    singles = [f"reply {i}" for i in range(12)]
+    settings = {"padding_side": "left", "attention_mask_passed": True, "pad_token_id": 0, "eos_token_id": 2}
+    one = BatchConsistency._verdict(prompts, singles, ["other"] + singles[1:], settings, "a test")
+    three = BatchConsistency._verdict(prompts, singles, ["x", "y", "z"] + singles[3:], settings, "a test")
+    assert one.status.value == "warn" and one.evidence["differing"] == 1, one.summary
+    assert three.status.value == "fail" and three.evidence["differing"] == 3, three.summary
