@@ -171,6 +171,11 @@ def variant_harness(folder: Path, model: Path, *, mode: str = "template", tokeni
     source = VARIANT_HARNESS.format(doc=doc or mode, model=str(model), tokenizer=str(tokenizer or model),
                                     padding_side=padding_side, mode=mode, kwargs=kwargs,
                                     other_template=other_template)
+    return _harness_file(folder, source, batch)
+
+
+def _harness_file(folder: Path, source: str, batch: bool) -> str:
+    """Write `source` as `folder/harness.py` (without its `generate_batch` unless `batch`); its `file.py:ask`."""
     if not batch:
         source = source[: source.index("def generate_batch")]
     folder.mkdir(parents=True, exist_ok=True)
@@ -264,12 +269,7 @@ def client_harness(folder: Path, model: Path, client: str, *, mode: str = "templ
     with `batch`, its `generate_batch` sends several prompts per generate call. Returns its `file.py:ask`."""
     source = CLIENT_HARNESSES[client].format(doc=doc or mode, model=str(model), mode=mode,
                                              padding_side=padding_side)
-    if not batch:
-        source = source[: source.index("def generate_batch")]
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "harness.py"
-    path.write_text(source.lstrip(), encoding="utf-8")
-    return f"{path}:ask"
+    return _harness_file(folder, source, batch)
 
 
 def rungs_runner(folder: Path, keep: list[str], *, keep_going: bool = True, **case_keys):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from derived_models import derived_model
 from families import MORE_FAMILIES, REAL_FAMILIES
-from interface_models import CLIENT_HARNESSES, client_harness, variant_harness
+from interface_models import CLIENT_HARNESSES, client_harness, variant_harness, write_case as case_file
 
 from ladder.fixtures.tokenizer import STYLES, get_style
 
@@ -153,19 +153,18 @@ def record_transcript(folder: Path, questions=TRANSCRIPT_QUESTIONS) -> Path:
 
 def write_case(combo: Combination, folder: Path) -> Path:
     """A case folder (model by path, the harness file, case.yaml without prompts); returns case.yaml."""
-    import yaml
-
     model = model_for(combo.family, combo.padding_side, combo.pad, combo.recipe)
     keywords, _ = HARNESSES[combo.harness]
     keywords = {"padding_side": combo.padding_side, **keywords}
     if combo.harness == "other-template":
         keywords["other_template"] = get_style(OTHER_TEMPLATE.get(combo.family, "chatml")).chat_template
-    spec = variant_harness(folder, model, doc=combo.name, **keywords)
     case = {"description": combo.name, "model": str(model)}
     if combo.form in CLIENT_HARNESSES:
         case["harness"] = client_harness(folder, model, combo.form, mode=keywords["mode"], doc=combo.name,
                                          padding_side=keywords["padding_side"], batch=keywords["batch"])
-    elif combo.form == "function":
+        return case_file(folder, **case)
+    spec = variant_harness(folder, model, doc=combo.name, **keywords)
+    if combo.form == "function":
         case["harness"] = spec
     elif combo.form == "transcript":
         case["transcript"] = str(record_transcript(folder))
@@ -174,6 +173,6 @@ def write_case(combo: Combination, folder: Path) -> Path:
         script.write_text(f"import sys\nsys.path.insert(0, {str(folder)!r})\nimport harness\n"
                           "print(harness.ask(sys.argv[1]))\n", encoding="utf-8")
         case["harness_cmd"] = f"{sys.executable} {script} {{prompt}}"
-    path = folder / "case.yaml"
-    path.write_text(yaml.safe_dump(case, sort_keys=False), encoding="utf-8")
-    return path
+    return case_file(folder, **case)
+
+

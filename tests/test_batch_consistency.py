@@ -72,12 +72,14 @@ def test_a_sampling_harness_is_batched_greedily_with_its_own_padding(tmp_path, s
 
 def test_one_prompt_in_many_changed_by_batching_is_a_warning_not_a_culprit():
     """Batched kernels flip greedy near-ties: below the material bar (two prompts and 25%), a warn."""
-    from ladder.probes.batch_consistency import BatchConsistency
+    from ladder.probes.batch_consistency import BatchConsistency, Params
 
     prompts = [f"p{i}" for i in range(12)]
     singles = [f"reply {i}" for i in range(12)]
     settings = {"padding_side": "left", "attention_mask_passed": True, "pad_token_id": 0, "eos_token_id": 2}
-    one = BatchConsistency._verdict(prompts, singles, ["other"] + singles[1:], settings, "a test")
-    three = BatchConsistency._verdict(prompts, singles, ["x", "y", "z"] + singles[3:], settings, "a test")
+    bar = Params().min_disagreement
+    one = BatchConsistency._verdict(prompts, singles, ["other"] + singles[1:], settings, "a test", min_disagreement=bar)
+    three = BatchConsistency._verdict(prompts, singles, ["x", "y", "z"] + singles[3:], settings, "a test",
+                                      min_disagreement=bar)
     assert one.status.value == "warn" and one.evidence["differing"] == 1, one.summary
     assert three.status.value == "fail" and three.evidence["differing"] == 3, three.summary

@@ -65,6 +65,26 @@ def test_end_of_turn_missing_from_the_stop_ids_changes_nothing_when_the_harness_
     assert past["ran_past"] == past["prompts"] > 0 and past["into_replies"] == 0, past
 
 
+def test_end_of_turn_missing_from_the_stop_ids_of_a_transcript_without_generated_ids_still_fails(tmp_path):
+    """Nothing shows what followed the end of turn: the missing stop id itself is the finding, as before."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    model = chat_model_dir("chatml")
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    lines = [{"prompt": p["prompt"], "output": "7", "generate_kwargs": {"eos_token_id": tokenizer.eos_token_id},
+              "input_ids": tokenizer.apply_chat_template([{"role": "user", "content": p["prompt"]}],
+                                                         add_generation_prompt=True, return_dict=True)["input_ids"]}
+             for p in probe_prompts(4)]
+    transcript = tmp_path / "transcript.jsonl"
+    transcript.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    report, _ = run_rungs(tmp_path / "run", ["special-tokens"], model=model, transcript=transcript)
+    result = rung(report, "special-tokens")
+    assert result.status.value == "fail", result.summary
+    assert "no generated ids" in result.summary and result.evidence["past_end_of_turn"]["prompts"] == 0
+
+
 @pytest.mark.parametrize("style", ["chatml", "gemma"])
 def test_healthy_harness_passes(tmp_path, style):
     result = run(tmp_path, style, mode="template")

@@ -58,7 +58,8 @@ def output_ids(record: dict[str, Any] | None, tokenizer, prompt: str | None) -> 
 def runs_past_end_of_turn(run, tokenizer, eot: int) -> dict[str, Any]:
     """Where the harness's generate calls ran on after the end-of-turn token `eot` (when it is not a stop id),
     and whether what followed it reached the reply the harness returned: a harness that stops on the marker's
-    text (`stop_strings`) or cuts its replies there gets the same replies, only slower."""
+    text (`stop_strings`) or cuts its replies there gets the same replies, only slower. `changes_replies`: it
+    did on some prompt, or no generated ids were recorded to tell (the missing stop id is then the finding)."""
     prompts, ran_past, into_replies, example = 0, 0, 0, None
     for index, call in enumerate(run.calls):
         output = output_ids(run.sent(index), tokenizer, call.get("prompt"))
@@ -73,7 +74,8 @@ def runs_past_end_of_turn(run, tokenizer, eot: int) -> dict[str, Any]:
         if after and (reply is None or after[:16] in reply):
             into_replies += 1
             example = example or after[:80]
-    return {"prompts": prompts, "ran_past": ran_past, "into_replies": into_replies, "example": example}
+    return {"prompts": prompts, "ran_past": ran_past, "into_replies": into_replies, "example": example,
+            "changes_replies": bool(into_replies) or not prompts}
 
 
 def sent_ids(record: dict[str, Any] | None, tokenizer, row: int = 0, prompt: str | None = None) -> list[int] | None:

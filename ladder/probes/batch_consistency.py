@@ -13,9 +13,10 @@ What it checks:
     with more than one row; at least two prompts and `min_disagreement` of them,
     the bar prompt-format uses; fewer is a warn, as batched kernels flip greedy
     near-ties) fail. A harness that samples is batched greedily here with its
-    own batch's padding and mask, since its outputs differ between any two runs. When your harness sends one prompt per call, a
-    reproduction that changes is a hazard off your path: a `warn` with the
-    reproduction as evidence, never the culprit.
+    own batch's padding and mask, since its outputs differ between any two runs.
+    When your harness sends one prompt per call, a reproduction that changes is
+    a hazard off your path: a `warn` with the reproduction as evidence, never
+    the culprit.
 
 Why it matters:
     A decoder-only model padded on the right generates after the pad tokens; a
@@ -158,8 +159,8 @@ class BatchConsistency(HarnessProbe):
                              min_disagreement=params.min_disagreement)
 
     @staticmethod
-    def _verdict(prompts, singles, batched, settings, how, same=None, on_path: bool = True,
-                 min_disagreement: float = 0.25):
+    def _verdict(prompts, singles, batched, settings, how, *, min_disagreement: float, same=None,
+                 on_path: bool = True):
         from ladder.harness.compare import differs_materially
 
         same = same if same is not None else [a == b for a, b in zip(singles, batched)]

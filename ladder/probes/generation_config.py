@@ -92,7 +92,7 @@ class GenerationConfigProbe(HarnessProbe):
             lacking = (f"eos ids {eos_ids} (from {source}) lack the end-of-turn token "
                        f"{tokenizer.convert_ids_to_tokens(eot)!r} (id {eot})")
             past_end = runs_past_end_of_turn(run, tokenizer, eot)
-            if past_end["into_replies"] or not past_end["prompts"]:  # measured on your replies, or not measurable
+            if past_end["changes_replies"]:
                 problems.append(lacking)
             else:
                 warnings.append(f"{lacking}, but on your prompts what follows it never reached your replies (a stop "

@@ -124,13 +124,16 @@ class SpecialTokens(HarnessProbe):
             missing_stop = (f"the end-of-turn token {tokenizer.convert_ids_to_tokens(eot)!r} (id {eot}) is not "
                             f"among the stop ids generate ran with {stops}")
             past_end = runs_past_end_of_turn(run, tokenizer, eot)
-            if past_end["into_replies"]:
-                problems.append(f"{missing_stop}: on {past_end['into_replies']}/{past_end['prompts']} prompts the model ended "
-                                f"its turn and generation went on into your replies (after it: "
+            if past_end["changes_replies"] and past_end["into_replies"]:
+                problems.append(f"{missing_stop}: on {past_end['into_replies']}/{past_end['prompts']} prompts the "
+                                "model ended its turn and generation went on into your replies (after it: "
                                 f"{past_end['example']!r})")
+            elif past_end["changes_replies"]:
+                problems.append(f"{missing_stop} (no generated ids were recorded to see what followed it)")
             elif past_end["ran_past"]:
-                warnings.append(f"{missing_stop}, and generation runs past it on {past_end['ran_past']}/{past_end['prompts']} "
-                                "prompts, but your harness cuts its replies there: the same replies, more time")
+                warnings.append(f"{missing_stop}, and generation runs past it on {past_end['ran_past']}/"
+                                f"{past_end['prompts']} prompts, but your harness cuts its replies there: the same "
+                                "replies, more time")
             else:
                 warnings.append(f"{missing_stop}; on your prompts generation did not go past it (a stop string, "
                                 "or replies that ended first)")
