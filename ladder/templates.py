@@ -260,14 +260,16 @@ def classify(sent: str, analysis: TemplateAnalysis, *, prompt: str | None = None
         variants.append(_drop_leading(sent, bos_token, extra_bos))
     if eos_token and sent.rstrip().endswith(eos_token) and not analysis.single_prompt.rstrip().endswith(eos_token):
         variants += [v.rstrip()[: -len(eos_token)] for v in list(variants)]
-    found = None
+    # A conversation's rendering also matches the one-message shape, its turns taken as the message; the
+    # reading whose contents hold no markers is the template's own (a few-shot prompt is not template-twice).
+    ranked = []
     for variant in variants:
         for pattern in analysis.patterns:
             groups = pattern.match(variant)
-            if groups is not None and (found is None or (pattern.add_generation_prompt and not found[0].add_generation_prompt)):
-                found = (pattern, groups)
-        if found and found[0].add_generation_prompt:
-            break
+            if groups is not None:
+                clean = not any(core in value for value in groups.values() for core in markers.values())
+                ranked.append(((clean, pattern.add_generation_prompt), pattern, groups))
+    found = max(ranked, key=lambda match: match[0])[1:] if ranked else None
     common = dict(extra_leading_bos=extra_bos, marker_counts=counts, expected_marker_counts=expected)
     if found is not None:
         pattern, groups = found

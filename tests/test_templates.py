@@ -77,6 +77,9 @@ def test_what_a_harness_sent_is_classified(name):
         assert kind(render(user(QUESTION), False)).kind == "no-generation-prompt"
     system = render([{"role": "system", "content": "Be brief."}] + user(QUESTION), True)
     assert kind(system).kind == "template", "a system message of the harness's own is still the template"
+    few_shot = kind(render([*user("What is 2 plus 2?"), {"role": "assistant", "content": "4"}, *user(QUESTION)], True))
+    assert (few_shot.kind, few_shot.user_content.strip()) == ("template", QUESTION), \
+        "a few-shot conversation is the template once, not a rendered prompt inside a message"
     assert kind("Question: " + QUESTION + "\nAnswer:").kind == "other-format"
     # a transcript without the user's prompt: classified from the text alone
     assert classify(sends, analysis, bos_token=BOS, eos_token=EOS).kind == "template"
