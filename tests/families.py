@@ -9,7 +9,10 @@ vocabulary, as a fine-tune that extends a tokenizer adds it.
 
 Importing this module registers the families; `FAMILIES` lists every family the tests train, built-in ones
 first. `MORE_FAMILIES` are families the tests never train (llama-2-chat's per-turn `<s>[INST]`, alpaca's
-`### Instruction:`, openchat's `GPT4 Correct User:` closed by an added `<|end_of_turn|>`): the bench runs them
+`### Instruction:`, openchat's `GPT4 Correct User:` closed by an added `<|end_of_turn|>`, saiga's `<s>bot\n` per
+turn, and templates that close a reply with no token at all, trained as their models were, with eos after the
+reply: solar's `### Assistant:`, amberchat's `###Assistant:`, falcon's BOS-less `\n\nAssistant:`, chatqa's
+Llama-3 tokens with `\n\nAssistant:`): the bench runs them
 (`bench/bench_matrix.py --more-families`) to check that no rule was fitted to the trained ones.
 """
 
@@ -53,6 +56,18 @@ def _more_families() -> list[TemplateStyle]:
                       **plain),
         TemplateStyle(name="openchat-3.5", turn_end="<|end_of_turn|>", chat_template=real_template("openchat-3.5"),
                       **plain),
+        TemplateStyle(name="saiga", turn_end="<unused1>", chat_template=real_template("saiga"), end_of_turn="</s>",
+                      **plain),
+        TemplateStyle(name="solar-instruct", turn_end="<unused1>", chat_template=real_template("solar-instruct"),
+                      end_of_turn="</s>", **plain),
+        TemplateStyle(name="amberchat", turn_end="<unused1>", chat_template=real_template("amberchat"),
+                      end_of_turn="</s>", **plain),
+        TemplateStyle(name="falcon-instruct", pad="<|pad|>", bos="<|startoftext|>", eos="<|endoftext|>",
+                      turn_start="<unused0>", turn_end="<unused1>", bos_in_template=False,
+                      chat_template=real_template("falcon-instruct"), end_of_turn="<|endoftext|>"),
+        TemplateStyle(name="chatqa", pad="<|finetune_right_pad_id|>", bos="<|begin_of_text|>", eos="<|end_of_text|>",
+                      turn_start="<unused0>", turn_end="<unused1>", bos_in_template=True,
+                      chat_template=real_template("chatqa"), end_of_turn="<|end_of_text|>"),
     ]
 
 

@@ -140,6 +140,15 @@ def _ids(prompt):
         text = _tok.apply_chat_template(messages, chat_template={other_template!r}, add_generation_prompt=True,
                                         tokenize=False)
         return _tok(text, add_special_tokens=False)["input_ids"]
+    if {mode!r} == "few-shot":  # a worked example as an earlier exchange: the template, once, on a conversation
+        shot = [{{"role": "user", "content": "What is 2 plus 2?"}}, {{"role": "assistant", "content": "4"}}]
+        return _tok.apply_chat_template(shot + messages, add_generation_prompt=True, return_dict=True)["input_ids"]
+    if {mode!r} == "system":  # a system prompt of the harness's own, where the template takes one
+        try:
+            return _tok.apply_chat_template([{{"role": "system", "content": "You are a helpful assistant."}}]
+                                            + messages, add_generation_prompt=True, return_dict=True)["input_ids"]
+        except Exception:
+            pass
     if {mode!r} == "twice":
         once = _tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return _tok.apply_chat_template([{{"role": "user", "content": once}}], add_generation_prompt=True,

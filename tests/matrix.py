@@ -35,10 +35,13 @@ HARNESSES = {
     "twice": ({"mode": "twice", "batch": False}, "prompt-format"),
     "other-template": ({"mode": "other-template", "batch": False}, "prompt-format"),
     "render-then-tokenize": ({"mode": "render-then-tokenize", "batch": False}, "by-family"),
+    "few-shot": ({"mode": "few-shot", "batch": False}, None),
+    "system": ({"mode": "system", "batch": False}, None),
     "right-padded-batch": ({"mode": "template", "batch": True, "padding_side": "right"}, "batch-consistency"),
 }
 # what each harness of the matrix is run on: the built-in families get every one
-REAL_FAMILY_HARNESSES = ("template", "raw", "truncated", "twice", "other-template", "render-then-tokenize")
+REAL_FAMILY_HARNESSES = ("template", "raw", "truncated", "twice", "other-template", "render-then-tokenize", "few-shot",
+                         "system")
 # harnesses on real clients (CLIENT_HARNESSES: a transformers pipeline, lm-eval's generate_until), on a family
 # with markers as added tokens and one with plain-text markers and BOS in the template
 CLIENT_FAMILIES = {"chatml": ("template+batch", "raw", "right-padded-batch"),
