@@ -173,6 +173,26 @@ def test_transcript_is_read_into_the_same_records(tmp_path):
     assert run.error["kind"] == "bad-transcript" and run.error["message"].endswith(":2: not JSON (Expecting property name enclosed in double quotes)")
 
 
+def test_an_lm_eval_samples_file_is_a_transcript(tmp_path):
+    """`lm_eval --log_samples` writes what generate_until sent and got: read as input and output."""
+    sent = "<|im_start|>user\nWhat is 3 plus 4?<|im_end|>\n<|im_start|>assistant\n"
+    samples = tmp_path / "samples_arith.jsonl"
+    samples.write_text("\n".join(json.dumps(line) for line in (
+        {"doc_id": 0, "doc": {"question": "What is 3 plus 4?"}, "target": "7",
+         "arguments": {"gen_args_0": {"arg_0": sent, "arg_1": {"until": ["\n\n"], "max_gen_toks": 16}}},
+         "resps": [["7 "]], "filtered_resps": ["7"]},
+        {"doc_id": 1, "arguments": [["What is 2 plus 2?", {"do_sample": False}]], "resps": [["4"]]},
+    )) + "\n", encoding="utf-8")
+    run = read_transcript(str(samples))
+    assert run.ok and len(run.calls) == 2
+    assert run.sent(0)["input_text"] == [sent] and run.calls[0]["output"] == "7 "
+    assert run.sent(0)["generate_kwargs"] == {"until": ["\n\n"], "max_gen_toks": 16}
+    assert run.sent(1)["input_text"] == ["What is 2 plus 2?"] and run.calls[1]["output"] == "4"
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text(json.dumps({"arguments": {"gen_args_0": {"arg_0": 3}}, "resps": [["x"]]}) + "\n", encoding="utf-8")
+    assert read_transcript(str(odd)).error["kind"] == "bad-transcript", "not a context: not read as one"
+
+
 def test_a_batched_call_is_read_at_the_row_that_carries_the_prompt():
     """lm-eval and pipelines sort a batch their own way: the prompt asked is found by its text, not at row 0."""
     from ladder.fixtures.tokenizer import build_tokenizer

@@ -289,6 +289,7 @@ def read_transcript(path: str) -> HarnessRun:
         if problem is None and not isinstance(item, dict):
             problem = "not a JSON object"
         elif problem is None:
+            item = lm_eval_sample(item)
             if "input" not in item and "input_ids" not in item:
                 problem = "has neither `input` (text) nor `input_ids`"
             elif "input" in item and not isinstance(item["input"], str):
@@ -317,6 +318,31 @@ def read_transcript(path: str) -> HarnessRun:
     if not run.calls:
         run.error = {"kind": "bad-transcript", "message": f"{path}: no records", "prompt": None}
     return run
+
+
+def lm_eval_sample(item: dict[str, Any]) -> dict[str, Any]:
+    """A line of lm-evaluation-harness's `--log_samples` file read as a transcript record: the context
+    `generate_until` sent (`arguments`, after `--apply_chat_template` when given) as `input`, the unfiltered
+    response (`resps`) as `output`, the request's generation arguments as `generate_kwargs`. Other lines as
+    they are."""
+    if "input" in item or "input_ids" in item or "arguments" not in item or "resps" not in item:
+        return item
+    arguments = item["arguments"]
+    if isinstance(arguments, dict):  # {"gen_args_0": {"arg_0": context, "arg_1": {...}}}
+        arguments = [list(args.values()) if isinstance(args, dict) else args for args in arguments.values()]
+    request = arguments[0] if isinstance(arguments, list) and arguments else None
+    if not isinstance(request, (list, tuple)) or not request or not isinstance(request[0], str):
+        return item
+    response = item["resps"]
+    while isinstance(response, list) and response:
+        response = response[0]
+    record = {key: value for key, value in item.items() if key not in ("arguments", "resps")}
+    record["input"] = request[0]
+    if isinstance(response, str):
+        record["output"] = response
+    if len(request) > 1 and isinstance(request[1], dict):
+        record["generate_kwargs"] = request[1]
+    return record
 
 
 def _int_list(value: Any) -> bool:
