@@ -86,13 +86,15 @@ def main() -> None:
         if args.only in combo.name:
             folder = root / combo.name
             family = combo.family if combo.recipe == "reply" else f"{combo.family}/{combo.recipe}-loss"
-            cases.append((combo.name, family, combo.culprit, write_case(combo, folder)))
+            cases.append((combo.name, family, combo, write_case(combo, folder)))
     if not args.no_real and args.only in "smollm2":
         cases += real_cases(root)
     rows = []
-    for name, family, expected, case in cases:
+    for name, family, combo, case in cases:
         report, code, seconds, stderr = run(case)
         found = report["culprit"]["rung"] if report and report.get("culprit") else None
+        expected = combo if isinstance(combo, str) or combo is None else combo.expected(
+            {r["id"]: (r["status"], r.get("evidence") or {}) for r in (report or {}).get("rungs", [])})
         crashed = code in (2, 3) or "Traceback" in stderr or report is None
         rows.append({"name": name, "family": family, "expected": expected, "found": found,
                      "crash": crashed, "order": bool(report) and order_violation(report), "seconds": seconds})

@@ -26,6 +26,8 @@ from ladder.fixtures.tokenizer import STYLES, get_style
 MODELS = (*((family, "reply") for family in STYLES + REAL_FAMILIES), ("chatml", "conversation"))
 # (padding side, pad token): as shipped (left, distinct pad), and what real tokenizers ship with
 TOKENIZER_SETTINGS = (("left", "distinct"), ("right", "distinct"), ("right", "eos"), ("left", "none"))
+# the culprit depends on what the fault does to the model's replies, measured (Combination.expected)
+MEASURED = "measured"
 # harness variant -> (variant_harness keywords, culprit)
 HARNESSES = {
     "template": ({"mode": "template", "batch": False}, None),
@@ -66,10 +68,23 @@ class Combination:
 
     @property
     def culprit(self) -> str | None:
+        """The culprit the combination must get; MEASURED where it depends on what the fault does to this
+        model's replies (see `expected`)."""
         culprit = HARNESSES[self.harness][1]
         if culprit == "by-family":  # rendered to text, then tokenized: a tokenizer that adds BOS doubles it
-            return "special-tokens" if get_style(self.family).bos_in_template else None
+            return MEASURED if get_style(self.family).bos_in_template else None
         return culprit
+
+    def expected(self, verdicts: dict[str, tuple[str, dict]]) -> str | None:
+        """The culprit given the rungs' (status, evidence): a doubled BOS is special-tokens' culprit where it
+        changes the replies materially (its `bos_effect`, measured), else none; it is always shown (a fail or
+        a warn). Tests of its miss and false alarm on models where the effect is known: test_special_tokens."""
+        if self.culprit != MEASURED:
+            return self.culprit
+        status, evidence = verdicts.get("special-tokens", ("missing", {}))
+        if status not in ("fail", "warn") or not (evidence.get("bos_effect") or {}).get("prompts"):
+            return "special-tokens (the doubled BOS, shown and measured)"
+        return "special-tokens" if evidence["bos_effect"]["material"] else None
 
 
 def combinations(more_families: bool = False) -> list[Combination]:

@@ -9,19 +9,40 @@ from interface_models import chat_model_dir, probe_prompts, run_rungs, rung, var
 pytestmark = pytest.mark.slow
 
 
-def run(tmp_path, style, **harness):
-    model = chat_model_dir(style)
+def run(tmp_path, style, model=None, **harness):
+    model = model or chat_model_dir(style)
     spec = variant_harness(tmp_path, model, **harness)
     report, _ = run_rungs(tmp_path, ["special-tokens"], model=model, harness=spec, prompts=probe_prompts(6))
     return rung(report, "special-tokens")
 
 
-def test_template_rendered_to_text_then_tokenized_doubles_bos(tmp_path):
-    result = run(tmp_path, "gemma", mode="render-then-tokenize")
+def bos_sensitive_model():
+    """The double-bos case's model: gemma's chat model that a doubled BOS throws off."""
+    from ladder.fixtures.cases import build_case
+
+    return build_case("double-bos") / "model"
+
+
+def test_a_doubled_bos_that_changes_the_replies_fails(tmp_path):
+    result = run(tmp_path, "gemma", model=bos_sensitive_model(), mode="render-then-tokenize")
     assert result.status.value == "fail", result.summary
-    assert "BOS" in result.summary
+    assert "BOS" in result.summary and "replies differ" in result.summary
     assert min(result.evidence["leading_bos"]["harness"]) == 2
     assert max(result.evidence["leading_bos"]["template_path"]) == 1
+    assert result.evidence["bos_effect"]["differing"] >= 2
+
+
+def test_a_doubled_bos_the_model_replies_through_the_same_is_a_warn(tmp_path):
+    """gemma's chat model answers alike after one BOS or two: the hazard is shown, not blamed."""
+    result = run(tmp_path, "gemma", mode="render-then-tokenize")
+    assert result.status.value == "warn", result.summary
+    assert "2 BOS" in result.summary and "replies the same" in result.summary
+    assert not result.evidence["bos_effect"]["material"]
+
+
+def test_the_bos_sensitive_model_through_its_template_passes(tmp_path):
+    result = run(tmp_path, "gemma", model=bos_sensitive_model(), mode="template")
+    assert result.status.value == "pass", result.summary
 
 
 def test_end_of_turn_missing_from_the_stop_ids(tmp_path):

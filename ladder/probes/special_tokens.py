@@ -8,6 +8,10 @@ What it checks:
     `generate` really ran with; whether pad == eos in the harness's tokenizer; and
     the rate of generations that ran to `max_new_tokens` without stopping.
 
+    A BOS doubled or missing fails only where it changes the replies: ladder
+    runs the model greedily on what your harness sent and on the template path
+    and compares (materially different: at least two prompts and 25%, the bar
+    prompt-format uses); the same replies make it a warn, with the count.
     An end-of-turn token missing from the stop ids fails only where it changes
     your replies, measured on the tap's record: the model emitted it, generation
     went on, and what followed reached the text your harness returned. A harness
@@ -44,6 +48,11 @@ class Params(BaseModel):
 
     max_unstopped_rate: float = Field(default=0.5, ge=0, le=1,
                                       description="Warn when more generations than this ran to max_new_tokens.")
+    max_new_tokens: int = Field(default=32, ge=1, description="Tokens per greedy reply when a BOS is measured.")
+    min_reply_disagreement: float = Field(
+        default=0.25, ge=0, le=1,
+        description="A doubled or missing BOS fails when at least this share of the prompts (and at least two) "
+                    "get a different reply than through the template path.")
 
 
 def leading(ids: list[int], token: int | None) -> int:
@@ -79,9 +88,33 @@ def bos_opens_every_turn(model, bos: int | None, analysis) -> bool:
     return ids.count(bos) >= 3
 
 
+def bos_changes_replies(ctx: ProbeContext, model, analysis, sent: list[list[int]], user_texts: list[str],
+                        params: Params) -> dict | None:
+    """Greedy replies to what the harness sent against the template path's, on the same prompts: whether a BOS
+    fault changes them materially. None where the backend cannot generate."""
+    from ladder.harness.compare import (differs_materially, disagreement, generate_cut, stop_set,
+                                        template_replies)
+
+    if "generate" not in model.capabilities:
+        return None
+    ctx.progress(f"measuring the BOS difference on {len(sent)} prompts", None)
+    decode = model.tokenizer.decode
+    harness = [decode(ids, skip_special_tokens=True)
+               for ids in generate_cut(model, sent, stop_set(model, analysis), params.max_new_tokens)]
+    template = [decode(ids, skip_special_tokens=True)
+                for ids in template_replies(ctx, model, analysis, user_texts, params.max_new_tokens)]
+    differ = disagreement(harness, template)
+    first = differ["differing_prompts"][0] if differ["differing_prompts"] else 0
+    return {**differ, "material": differs_materially(differ["differing"], differ["prompts"],
+                                                     params.min_reply_disagreement),
+            "example": f"{user_texts[first]!r}: {harness[first]!r} vs {template[first]!r} through the template",
+            "harness_replies": harness, "template_replies": template}
+
+
 class SpecialTokens(HarnessProbe):
     name = "special-tokens"
     capabilities = ("chat_template", "tokenize")
+    optional_capabilities = ("generate",)
     Params = Params
 
     def check(self, ctx: ProbeContext, run: HarnessRun):
@@ -104,19 +137,32 @@ class SpecialTokens(HarnessProbe):
                      else model.tokenize(t) for t in user_texts]
         harness_bos = [leading(ids, bos) for _, ids in rows]
         reference_bos = [leading(ids, bos) for ids in reference]
-        problems, warnings = [], []
+        problems, warnings, bos_effect = [], [], None
         doubled = sum(1 for h in harness_bos if h >= 2)
-        if doubled:
-            problems.append(f"{doubled}/{len(rows)} prompts start with {max(harness_bos)} BOS tokens "
-                            f"({tokenizer.bos_token!r}); the template path writes {max(reference_bos)}")
         missing = sum(1 for h, r in zip(harness_bos, reference_bos) if r >= 1 and h == 0)
+        bos_faults = []
+        if doubled:
+            bos_faults.append(f"{doubled}/{len(rows)} prompts start with {max(harness_bos)} BOS tokens "
+                              f"({tokenizer.bos_token!r}); the template path writes {max(reference_bos)}")
         if missing and bos_opens_every_turn(model, bos, analysis):
             # the "BOS" is the template's turn marker (SmolLM2's <|im_start|>): a format question, prompt-format's
             warnings.append(f"{missing}/{len(rows)} prompts do not start with {tokenizer.bos_token!r}, which the "
                             "template writes at every turn: a turn marker, judged by prompt-format")
         elif missing:
-            problems.append(f"{missing}/{len(rows)} prompts have no BOS where the model's path starts with "
-                            f"{tokenizer.bos_token!r}")
+            bos_faults.append(f"{missing}/{len(rows)} prompts have no BOS where the model's path starts with "
+                              f"{tokenizer.bos_token!r}")
+        if bos_faults:
+            fault = "; ".join(bos_faults)
+            bos_effect = bos_changes_replies(ctx, model, analysis, [ids for _, ids in rows], user_texts, params)
+            if bos_effect is None:
+                problems.append(f"{fault} (not measured: the backend cannot generate)")
+            elif bos_effect["material"]:
+                problems.append(f"{fault}, and the model's replies differ on {bos_effect['differing']}/"
+                                f"{bos_effect['prompts']} prompts between what your harness sent and the template "
+                                f"path (e.g. {bos_effect['example']})")
+            else:
+                warnings.append(f"{fault}, but the model replies the same on {bos_effect['prompts'] - bos_effect['differing']}"
+                                f"/{bos_effect['prompts']} prompts both ways: the hazard, not a change on your path")
         eot = end_of_turn_id(tokenizer, analysis) if analysis is not None and analysis.end_of_turn else None
         stops, stops_source = harness_stop_ids(records[rows[0][0]], model)
         past_end = None
@@ -163,7 +209,7 @@ class SpecialTokens(HarnessProbe):
             "end_of_turn": {"token": tokenizer.convert_ids_to_tokens(eot) if eot is not None else None, "id": eot},
             "stop_ids": stops, "stop_ids_from": stops_source,
             "pad_token_id": pad, "eos_token_id": eos,
-            "ran_to_max_new_tokens_rate": unstopped_rate, "past_end_of_turn": past_end,
+            "ran_to_max_new_tokens_rate": unstopped_rate, "past_end_of_turn": past_end, "bos_effect": bos_effect,
             "harness_sent": tokenizer.decode(rows[0][1]),
             "template_sends": tokenizer.decode(reference[0]),
         }
