@@ -13,7 +13,11 @@ the model loads, forward passes and generate calls from the JSON report's `evide
 Targets (issue 16): founding case ratio <= 1.0, `--keep-going` <= 3.0, peak RSS <= 1.3 x the model (plus the
 base where a rung holds both).
 
-    python bench/bench_scale.py [--params 400e6 1e9] [--device cpu|cuda] [--repeat 1]
+    python bench/bench_scale.py [--params 400e6 1e9] [--device cpu|cuda] [--shape mlp|real] [--repeat 1]
+
+`--shape mlp` (the default, issue 16's) widens only the MLPs of the fixture's 4 layers of width 128: per token
+its activations are about 30 x a real model's relative to the weights, so batched prefill overstates peak RSS.
+`--shape real` grows the model in a real checkpoint's proportions instead (`deepen`).
 """
 
 from __future__ import annotations
@@ -80,6 +84,70 @@ def widen(folder: Path, params: float) -> int:
     return sum(t.numel() for t in tensors.values())
 
 
+def deepen(folder: Path, params: float) -> int:
+    """Grow the model in `folder` to about `params` parameters in the proportions of a real checkpoint
+    (hidden 1024 or 2048, 32 or 64 heads of the fixture's head size, MLP 2.75 x hidden), function-preserving;
+    returns the parameter count. The residual stream gets zero channels (RMSNorm weights and eps rescaled so
+    the norm of the old channels is unchanged), the new heads and units have zero output weights, and layers
+    are added whose output projections are zero: every forward pass costs what a real model of that size
+    costs, per token, in compute and activation memory, and the replies are the small model's."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    config = json.loads((folder / "config.json").read_text())
+    old = load_file(str(folder / "model.safetensors"))
+    small, head = config["hidden_size"], config["head_dim"]
+    hidden = 2048 if params >= 7e8 else 1024
+    heads = hidden // head
+    kv_heads = heads * config["num_key_value_heads"] // config["num_attention_heads"]
+    inner = int(2.75 * hidden) // 64 * 64
+    per_layer = hidden * head * (2 * heads + 2 * kv_heads) + 3 * hidden * inner + 2 * hidden
+    embeddings = 2 * config["vocab_size"] * hidden + hidden
+    layers = max(config["num_hidden_layers"], round((params - embeddings) / per_layer))
+    generator = torch.Generator().manual_seed(0)
+    scale = (small / hidden) ** 0.5
+
+    def block(shape, keep=None, random=True):
+        out = torch.randn(*shape, generator=generator) * 0.02 if random else torch.zeros(*shape)
+        if keep is not None:
+            out[: keep.shape[0], : keep.shape[1]] = keep
+        return out.contiguous()
+
+    new = {"model.embed_tokens.weight": block((config["vocab_size"], hidden), old["model.embed_tokens.weight"], False),
+           "lm_head.weight": block((config["vocab_size"], hidden), old["lm_head.weight"], False),
+           "model.norm.weight": torch.cat([old["model.norm.weight"] * scale, torch.ones(hidden - small)])}
+    for layer in range(layers):
+        prefix = f"model.layers.{layer}."
+        kept = layer < config["num_hidden_layers"]
+
+        def weight(name, shape, random=True):
+            new[prefix + name + ".weight"] = block(shape, old[prefix + name + ".weight"] if kept else None, random)
+
+        weight("self_attn.q_proj", (heads * head, hidden), random=not kept)
+        weight("self_attn.k_proj", (kv_heads * head, hidden), random=not kept)
+        weight("self_attn.v_proj", (kv_heads * head, hidden), random=not kept)
+        weight("self_attn.o_proj", (hidden, heads * head), random=False)
+        weight("mlp.gate_proj", (inner, hidden))
+        weight("mlp.up_proj", (inner, hidden))
+        if kept:  # the new units' inputs are random, their outputs zero
+            for name in ("mlp.gate_proj", "mlp.up_proj"):
+                new[prefix + name + ".weight"][: old[prefix + name + ".weight"].shape[0], small:] = 0
+        weight("mlp.down_proj", (hidden, inner), random=False)
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            base = old[prefix + norm + ".weight"] * scale if kept else torch.ones(small)
+            new[prefix + norm + ".weight"] = torch.cat([base, torch.ones(hidden - small)])
+    dtype = next(iter(old.values())).dtype
+    new = {name: tensor.to(dtype).contiguous() for name, tensor in new.items()}
+    config.update(hidden_size=hidden, num_attention_heads=heads, num_key_value_heads=kv_heads, intermediate_size=inner,
+                  num_hidden_layers=layers, rms_norm_eps=config["rms_norm_eps"] * small / hidden)
+    (folder / "config.json").write_text(json.dumps(config, indent=1))
+    save_file(new, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    return sum(t.numel() for t in new.values())
+
+
+SHAPES = {"mlp": widen, "real": deepen}
+
+
 def measured(args: list[str], cwd: Path | None = None) -> tuple[int, float, int]:
     out = subprocess.run([sys.executable, "-c", MEASURE, *args], capture_output=True, text=True, cwd=cwd)
     line = [x for x in out.stdout.splitlines() if x.startswith("MEASURED")][-1].split()
@@ -103,6 +171,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", type=float, nargs="+", default=[400e6])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="mlp",
+                        help="mlp: the fixture's 4 layers, hidden 128, each MLP widened (issue 16's bench); real: "
+                             "a real checkpoint's proportions (hidden 1024/2048, MLP 2.75 x, more layers)")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each command (the median is printed)")
     args = parser.parse_args()
 
@@ -114,16 +185,16 @@ def main() -> None:
             cases = {}
             for name in ("founding", "healthy"):
                 folder = build_case(name, dest=work / name)
-                count = widen(folder / "model", params)
+                count = SHAPES[args.shape](folder / "model", params)
                 if (folder / "base").is_dir():
-                    widen(folder / "base", params)
+                    SHAPES[args.shape](folder / "base", params)
                 case = yaml.safe_load((folder / "case.yaml").read_text())
                 case["device"] = args.device
                 (folder / "case.yaml").write_text(yaml.safe_dump(case, sort_keys=False))
                 cases[name] = (folder, [p["prompt"] for p in case.get("prompts", [])])
             model_bytes = (cases["founding"][0] / "model" / "model.safetensors").stat().st_size
-            print(f"\n{count / 1e6:.0f}M parameters, {model_bytes / 1e9:.2f} GB per model (float32), "
-                  f"device {args.device}")
+            print(f"\n{count / 1e6:.0f}M parameters ({args.shape} shape), {model_bytes / 1e9:.2f} GB per model "
+                  f"(float32), device {args.device}")
 
             def median_of(command, cwd=None):
                 runs = [measured(command, cwd) for _ in range(args.repeat)]
