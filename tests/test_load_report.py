@@ -62,12 +62,26 @@ def test_an_adapter_beside_the_checkpoint_counts_only_when_it_names_it_as_its_ba
 
 
 def test_harness_loading_another_checkpoint_is_named(tmp_path):
+    from ladder.fixtures.models import base_model_dir
+
     model = copy_model(tmp_path)
-    other = copy_model(tmp_path, "other")
+    other = tmp_path / "other"
+    shutil.copytree(base_model_dir("chatml"), other)
     harness = variant_harness(tmp_path, other, mode="template")
     report, _ = run_rungs(tmp_path / "run", ["load-report"], model=model, harness=harness, prompts=probe_prompts(2))
     result = rung(report, "load-report")
-    assert result.status.value == "fail" and str(other) in result.summary
+    assert result.status.value == "fail" and str(other) in result.summary and "differ" in result.summary
+
+
+def test_harness_loading_a_copy_of_the_checkpoint_passes(tmp_path):
+    """The same weights at another path (a copy on a faster disk) are the case's model: nothing changes."""
+    model = copy_model(tmp_path)
+    other = copy_model(tmp_path, "copy")
+    harness = variant_harness(tmp_path, other, mode="template")
+    report, _ = run_rungs(tmp_path / "run", ["load-report"], model=model, harness=harness, prompts=probe_prompts(2))
+    result = rung(report, "load-report")
+    assert result.status.value == "pass", result.summary
+    assert result.evidence["harness_loaded_same_weights_from"] == [str(other)]
 
 
 def test_healthy_checkpoint_passes(tmp_path):

@@ -109,6 +109,7 @@ class LoadReport(Probe):
         import os
 
         from ladder.backends import model_backend
+        from ladder.backends.hf import local_checkpoint, same_weight_files
         from ladder.harness import harness_error_finding, harness_run
 
         params: Params = ctx.params
@@ -158,9 +159,15 @@ class LoadReport(Probe):
         def same(a: str) -> bool:
             return os.path.exists(a) and os.path.realpath(a) == os.path.realpath(str(folder))
 
+        def copy(a: str) -> bool:  # another path (a copy, a hub id in the cache) to the same weights
+            local = local_checkpoint(a)
+            return local is not None and same_weight_files(local, str(folder))
+
         other = [p for p in loaded_paths if not same(p)]
-        if loaded_paths and not any(same(p) for p in loaded_paths):
-            problems.append(f"your harness loaded {', '.join(other)}, not the case's model {folder}")
+        copies = [p for p in other if copy(p)]
+        if loaded_paths and not any(same(p) for p in loaded_paths) and not copies:
+            problems.append(f"your harness loaded {', '.join(other)}, not the case's model {folder}, and its "
+                            "weight files differ")
 
         evidence = {
             "missing_keys": missing[: params.max_names], "unexpected_keys": unexpected[: params.max_names],
@@ -168,7 +175,7 @@ class LoadReport(Probe):
             "counts": {"missing": len(missing), "unexpected": len(unexpected), "mismatched": len(mismatched)},
             "dtype": {"on_disk": stored, "in_memory_harness": harness_dtypes, "in_memory_ladder": ladder_dtype},
             "adapter_dirs": [str(a) for a in adapters], "adapter_applied_in_harness": applied,
-            "harness_loaded": loaded_paths, "model": str(folder),
+            "harness_loaded": loaded_paths, "model": str(folder), "harness_loaded_same_weights_from": copies,
             "harness_shared_ladders_copy": any(load.get("lent_by_ladder") for load in loads),
         }
         if problems:
