@@ -50,6 +50,18 @@ def test_config_eos_that_is_not_the_tokenizers(tmp_path):
     assert result.status.value == "fail" and "eos id" in result.summary, result.summary
 
 
+def test_config_bos_that_is_not_the_tokenizers_is_a_warn(tmp_path):
+    """config.json's bos_token_id is not what reaches the model (the tokenizer writes its own BOS): a hazard."""
+    model = copy_model(tmp_path)
+    for name in ("config.json", "generation_config.json"):
+        data = json.loads((model / name).read_text())
+        data["bos_token_id"] = 7
+        (model / name).write_text(json.dumps(data))
+    report, _ = run_rungs(tmp_path / "run", ["tokenizer-match"], model=model)
+    result = rung(report, "tokenizer-match")
+    assert result.status.value == "warn" and "bos id" in result.summary, result.summary
+
+
 def test_harness_with_a_tokenizer_of_another_model(tmp_path):
     model = chat_model_dir("chatml")
     harness = variant_harness(tmp_path, model, mode="template", tokenizer=foreign_tokenizer_dir())

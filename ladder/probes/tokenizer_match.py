@@ -74,6 +74,7 @@ class TokenizerMatch(Probe):
         from ladder.backends import model_backend
         from ladder.backends.hf import weight_values
         from ladder.harness import harness_error_finding, harness_run, probe_prompts
+        from ladder.harness.compare import end_of_turn_id, template_analysis
 
         params: Params = ctx.params
         model = model_backend(ctx)
@@ -89,6 +90,7 @@ class TokenizerMatch(Probe):
                             f"{len(beyond)} ids index beyond it ({', '.join(map(repr, names))})")
 
         config, generation = net.config, net.generation_config
+        analysis = template_analysis(ctx, model)
         special = {}
         for name in ("bos", "eos", "pad"):
             mine = getattr(tokenizer, f"{name}_token_id")
@@ -103,8 +105,15 @@ class TokenizerMatch(Probe):
                 warnings.append(f"pad id {mine} ({tokenizer.pad_token!r}) of the tokenizer is not the config's "
                                 f"({in_config or in_generation}): it matters only in batches (see batch-consistency)")
             elif lists and all(mine not in ids for ids in lists):
-                problems.append(f"{name} id {mine} ({getattr(tokenizer, f'{name}_token')!r}) of the tokenizer is "
+                disagreement = (f"{name} id {mine} ({getattr(tokenizer, f'{name}_token')!r}) of the tokenizer is "
                                 f"not the config's ({in_config or in_generation})")
+                stops = in_generation or in_config
+                if name == "eos" and not ({mine} | set(_ids(end_of_turn_id(tokenizer, analysis)))) & set(stops):
+                    problems.append(f"{disagreement}: generating with the checkpoint's own config never stops at the "
+                                    "end of a reply")
+                else:  # a BOS id in config.json is not what reaches the model (special-tokens measures that)
+                    warnings.append(f"{disagreement}: special-tokens and generation-config measure what reaches "
+                                    "the model and where generation stops on your path")
             elif lists and any(mine not in ids for ids in lists):
                 warnings.append(f"{name} id {mine} of the tokenizer disagrees with one of the model's configs")
 
