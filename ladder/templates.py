@@ -224,6 +224,7 @@ class Classification:
     shape: str | None = None
     user_content: str | None = None
     extra_leading_bos: int = 0
+    reply_prefill: str | None = None  # text the harness wrote after the reply's opener (the reply begun for it)
     marker_counts: dict[str, int] = field(default_factory=dict)
     expected_marker_counts: dict[str, int] = field(default_factory=dict)
 
@@ -248,6 +249,26 @@ def _drop_leading(text: str, token: str, n: int) -> str:
     return text
 
 
+def _with_reply_prefill(sent: str, analysis: TemplateAnalysis, **tokens) -> Classification | None:
+    """`sent` as the template's prompt followed by the beginning of the reply, written by the harness (an answer
+    prefix such as "The answer is"): the template's own format, used on purpose. None when it is not that:
+    the text before the reply's opener must classify as the template, and the text after it hold no marker."""
+    opener = analysis.generation_prompt if analysis.generation_prompt.strip() else analysis.user_close
+    at = sent.rfind(opener) if opener.strip() else -1
+    if at < 0:
+        return None
+    head, begun = sent[: at + len(opener)], sent[at + len(opener):]
+    end_of_reply = [analysis.end_of_turn, tokens.get("eos_token")]
+    if not begun.strip() or any(core in begun for core in [*analysis.markers.values(), *end_of_reply] if core):
+        return None
+    found = classify(head, analysis, **tokens)
+    if found.kind != "template":
+        return None
+    found.reply_prefill = begun
+    found.detail = f"{found.detail}, the reply begun by your harness ({begun.strip()[:40]!r})"
+    return found
+
+
 def classify(sent: str, analysis: TemplateAnalysis, *, prompt: str | None = None, bos_token: str | None = None,
              eos_token: str | None = None) -> Classification:
     """Did `sent` (the exact text that reached the model) go through the template analysed?"""
@@ -269,8 +290,13 @@ def classify(sent: str, analysis: TemplateAnalysis, *, prompt: str | None = None
             if groups is not None:
                 clean = not any(core in value for value in groups.values() for core in markers.values())
                 ranked.append(((clean, pattern.add_generation_prompt), pattern, groups))
-    found = max(ranked, key=lambda match: match[0])[1:] if ranked else None
+    best = max(ranked, key=lambda match: match[0]) if ranked else None
+    found = best[1:] if best else None
     common = dict(extra_leading_bos=extra_bos, marker_counts=counts, expected_marker_counts=expected)
+    if best is None or not best[0][0]:  # no clean reading: the template's prompt with the reply begun?
+        prefilled = _with_reply_prefill(sent, analysis, prompt=prompt, bos_token=bos_token, eos_token=eos_token)
+        if prefilled is not None:
+            return prefilled
     if found is not None:
         pattern, groups = found
         user_content = [v for k, v in groups.items() if k.startswith("user")][-1]

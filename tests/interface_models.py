@@ -149,6 +149,9 @@ def _ids(prompt):
                                             + messages, add_generation_prompt=True, return_dict=True)["input_ids"]
         except Exception:
             pass
+    if {mode!r} == "prefill":  # an answer prefix written after the template's prompt, on purpose
+        text = _tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + "The answer is"
+        return _tok(text, add_special_tokens=False)["input_ids"]
     if {mode!r} == "twice":
         once = _tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return _tok.apply_chat_template([{{"role": "user", "content": once}}], add_generation_prompt=True,

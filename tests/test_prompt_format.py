@@ -87,6 +87,19 @@ def test_harness_that_applies_the_template_passes(tmp_path, prompts, style):
     assert result.evidence["identical_to_template"] == len(prompts)
 
 
+@pytest.mark.parametrize("style", ["chatml", "gemma"])
+@pytest.mark.parametrize("mode", ["few-shot", "prefill"])
+def test_a_conversation_or_an_answer_prefix_through_the_template_passes(tmp_path, prompts, style, mode):
+    """A worked example as an earlier exchange, or the reply begun by the harness ("The answer is"): the
+    template's own format, used on purpose, whatever it does to the replies."""
+    model = chat_model_dir(style)
+    harness = variant_harness(tmp_path, model, mode=mode)
+    report, _ = run_rungs(tmp_path, ["prompt-format"], model=model, harness=harness, prompts=prompts)
+    result = rung(report, "prompt-format")
+    assert result.status.value == "pass", result.summary
+    assert ("answer prefix" in result.summary) == (mode == "prefill")
+
+
 def test_template_applied_twice_is_named(tmp_path, prompts):
     model = chat_model_dir("chatml")
     harness = variant_harness(tmp_path, model, mode="twice")

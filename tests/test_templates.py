@@ -77,6 +77,12 @@ def test_what_a_harness_sent_is_classified(name):
         assert kind(render(user(QUESTION), False)).kind == "no-generation-prompt"
     system = render([{"role": "system", "content": "Be brief."}] + user(QUESTION), True)
     assert kind(system).kind == "template", "a system message of the harness's own is still the template"
+    prefilled = kind(sends + "The answer is")
+    assert (prefilled.kind, prefilled.reply_prefill) == ("template", "The answer is"), \
+        "an answer prefix after the template's prompt is the template, used on purpose"
+    if analysis.generation_prompt.strip():
+        assert kind(render(user(QUESTION), False) + "The answer is").kind != "template"
+    assert kind(QUESTION + " The answer is").kind != "template"
     few_shot = kind(render([*user("What is 2 plus 2?"), {"role": "assistant", "content": "4"}, *user(QUESTION)], True))
     assert (few_shot.kind, few_shot.user_content.strip()) == ("template", QUESTION), \
         "a few-shot conversation is the template once, not a rendered prompt inside a message"

@@ -111,6 +111,9 @@ class PromptFormat(HarnessProbe):
                    "template (compared here as the checkpoint's own; the server's rendering itself is not checked)"
                    if served and served.get("endpoint") == "chat/completions"
                    else "your harness sends prompts through the model's chat template")
+            begun = next((kinds[i].reply_prefill for i in rows if kinds[i].reply_prefill), None)
+            if begun:
+                how += f", the reply begun by your harness ({begun.strip()[:40]!r}: an answer prefix of your own)"
             return passed(f"{how} ({len(rows)}/{len(rows)} prompts)",
                           side_by_side={"prompt": user_texts[0], "harness_sent": texts[rows[0]],
                                         "template_sends": tokenizer.decode(template_ids[0])}, **evidence)
