@@ -99,6 +99,28 @@ def test_function_harness_records_ids_kwargs_effective_config_and_loads(tiny, tm
     assert 0 in batch["attention_mask"][1][-2:] or 0 in batch["attention_mask"][0][-2:], "right padded"
 
 
+def test_a_function_that_takes_a_list_of_prompts_is_called_with_one(tiny, tmp_path):
+    """`generate(prompts: list[str]) -> list[str]`, the shape of many eval scripts: called with a string it
+    runs on the characters; it is called again with a list of one prompt, and that is what is recorded."""
+    from transformers import AutoTokenizer
+
+    harness = write(tmp_path / "h.py", HARNESS.format(model=str(tiny)) + """
+
+def generate(prompts):
+    return [ask(p) for p in prompts]
+
+def candidates(prompt):
+    return [ask(prompt), ask(prompt)]
+""")
+    run = run_function(f"{harness}:generate", ["What is 2 plus 3?"])
+    assert run.ok and run.calls[0]["called_with"] == "a list of one prompt"
+    assert isinstance(run.calls[0]["output"], str) and len(run.calls[0]["generate"]) == 1
+    assert run.sent(0)["input_ids"] == [AutoTokenizer.from_pretrained(tiny)("What is 2 plus 3?")["input_ids"]]
+    kept = run_function(f"{harness}:candidates", ["What is 2 plus 3?"])
+    assert "called_with" not in kept.calls[0] and kept.calls[0]["output_type"] == "list"
+    assert len(kept.calls[0]["generate"]) == 2, "a function that returns a list for one prompt keeps its record"
+
+
 def test_redirect_loads_the_other_checkpoint_through_the_same_harness(tiny, tmp_path):
     other = tmp_path / "other"
     import shutil

@@ -170,7 +170,17 @@ def run_function(spec: str, prompts: list[str], *, timeout: float = 300.0,
                 started = time.perf_counter()
                 call = {"prompt": prompt, "output": None}
                 try:
+                    recorded = len(tap.calls)
                     output = _call_with_timeout(lambda p=prompt: function(p), timeout)
+                    if isinstance(output, (list, tuple)):  # a function that takes a list of prompts?
+                        first = tap.calls[recorded:]
+                        del tap.calls[recorded:]
+                        reply = _one_reply(_call_with_timeout(lambda p=prompt: function([p]), timeout))
+                        if isinstance(reply, str):  # it did: the string call ran on the prompt's characters
+                            output, call["called_with"] = reply, "a list of one prompt"
+                        else:  # it did not: what it returned for the string stands
+                            del tap.calls[recorded:]
+                            tap.calls.extend(first)
                     call["output"] = output if isinstance(output, str) else repr(output)
                     if not isinstance(output, str):
                         call["output_type"] = type(output).__name__
@@ -343,6 +353,13 @@ def lm_eval_sample(item: dict[str, Any]) -> dict[str, Any]:
     if len(request) > 1 and isinstance(request[1], dict):
         record["generate_kwargs"] = request[1]
     return record
+
+
+def _one_reply(outputs: Any) -> Any:
+    """The reply of a function called with a list of one prompt: its only element when that is a string."""
+    if isinstance(outputs, (list, tuple)) and len(outputs) == 1 and isinstance(outputs[0], str):
+        return outputs[0]
+    return outputs
 
 
 def _int_list(value: Any) -> bool:
