@@ -109,13 +109,23 @@ def test_a_function_that_takes_a_list_of_prompts_is_called_with_one(tiny, tmp_pa
 def generate(prompts):
     return [ask(p) for p in prompts]
 
+def unnamed(p):
+    return [ask(q) for q in p]
+
 def candidates(prompt):
     return [ask(prompt), ask(prompt)]
+
+def evaluate(x: list[str]):
+    return [ask(p) for p in x]
 """)
-    run = run_function(f"{harness}:generate", ["What is 2 plus 3?"])
-    assert run.ok and run.calls[0]["called_with"] == "a list of one prompt"
-    assert isinstance(run.calls[0]["output"], str) and len(run.calls[0]["generate"]) == 1
-    assert run.sent(0)["input_ids"] == [AutoTokenizer.from_pretrained(tiny)("What is 2 plus 3?")["input_ids"]]
+    asked = AutoTokenizer.from_pretrained(tiny)("What is 2 plus 3?")["input_ids"]
+    for function in ("generate", "evaluate"):  # named like a list of prompts; annotated as one
+        run = run_function(f"{harness}:{function}", ["What is 2 plus 3?"])
+        assert run.ok and run.calls[0]["called_with"] == "a list of one prompt"
+        assert isinstance(run.calls[0]["output"], str) and len(run.calls[0]["generate"]) == 1
+        assert run.sent(0)["input_ids"] == [asked]
+    found = run_function(f"{harness}:unnamed", ["What is 2 plus 3?"])  # found by what it returns
+    assert found.calls[0]["called_with"] == "a list of one prompt" and found.sent(0)["input_ids"] == [asked]
     kept = run_function(f"{harness}:candidates", ["What is 2 plus 3?"])
     assert "called_with" not in kept.calls[0] and kept.calls[0]["output_type"] == "list"
     assert len(kept.calls[0]["generate"]) == 2, "a function that returns a list for one prompt keeps its record"

@@ -171,8 +171,16 @@ def run_function(spec: str, prompts: list[str], *, timeout: float = 300.0,
                 call = {"prompt": prompt, "output": None}
                 try:
                     recorded = len(tap.calls)
-                    output = _call_with_timeout(lambda p=prompt: function(p), timeout)
-                    if isinstance(output, (list, tuple)):  # a function that takes a list of prompts?
+                    output = None
+                    if takes_a_list(function):
+                        listed = _call_with_timeout(lambda p=prompt: function([p]), timeout)
+                        if isinstance(listed, (list, tuple)) and isinstance(_one_reply(listed), str):
+                            output, call["called_with"] = _one_reply(listed), "a list of one prompt"
+                        else:  # a list in, not a list of one reply out: it takes a string after all
+                            del tap.calls[recorded:]
+                    if "called_with" not in call:
+                        output = _call_with_timeout(lambda p=prompt: function(p), timeout)
+                    if isinstance(output, (list, tuple)) and "called_with" not in call:  # it takes a list?
                         first = tap.calls[recorded:]
                         del tap.calls[recorded:]
                         reply = _one_reply(_call_with_timeout(lambda p=prompt: function([p]), timeout))
@@ -353,6 +361,22 @@ def lm_eval_sample(item: dict[str, Any]) -> dict[str, Any]:
     if len(request) > 1 and isinstance(request[1], dict):
         record["generate_kwargs"] = request[1]
     return record
+
+
+LIST_PARAMETERS = {"prompts", "texts", "inputs", "questions", "queries", "batch", "requests", "contexts"}
+
+
+def takes_a_list(function: Any) -> bool:
+    """Whether a harness function says it takes a list of prompts: its first parameter annotated as a list
+    (or sequence) or named like one (`prompts`, `texts`, ...). Others are called with a string first."""
+    import inspect
+
+    try:
+        first = next(iter(inspect.signature(function).parameters.values()))
+    except (TypeError, ValueError, StopIteration):
+        return False
+    annotation = first.annotation if isinstance(first.annotation, str) else repr(first.annotation)
+    return first.name in LIST_PARAMETERS or any(word in annotation.lower() for word in ("list", "sequence", "iterable"))
 
 
 def _one_reply(outputs: Any) -> Any:
