@@ -44,7 +44,8 @@ class Case(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     description: str | None = Field(default=None, description="Free text: what this case is.")
-    model: str | None = Field(default=None, description="The model under test: a folder loadable by transformers.")
+    model: str | None = Field(default=None, description="The model under test: a folder loadable by transformers, "
+                                                    "or a .gguf file (dequantized by transformers).")
     base: str | None = Field(default=None, description="The base model the fine-tune started from.")
     harness: str | None = Field(default=None,
                                 description="The user's test code: `file.py:function` or `module:function`, called with one prompt.")

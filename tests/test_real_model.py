@@ -48,3 +48,16 @@ def test_a_raw_text_harness_is_named_by_prompt_format(tmp_path, smollm2):
     differ = rung(report, "prompt-format").evidence["replies_differ"]
     assert differ["rate"] >= 0.5 and differ["empty_replies"]["harness"] > differ["empty_replies"]["template"]
     assert rung(report, "special-tokens").status.value != "fail", verdicts  # its "BOS" is a turn marker
+
+
+def test_the_gguf_file_itself_is_a_model_ladder_loads(tmp_path, smollm2):
+    """`model: SmolLM2-135M-Instruct.Q4_1.gguf`: read from its folder with `gguf_file` (dequantized), and a
+    raw-text harness on the converted folder is named the same way."""
+    from ladder.fixtures.real import smollm2_gguf
+
+    gguf = smollm2_gguf()
+    report, _ = run_rungs(tmp_path / "load", ["load-report"], model=str(gguf))
+    assert rung(report, "load-report").status.value == "pass" and "GGUF" in rung(report, "load-report").summary
+    report, _ = run_rungs(tmp_path / "format", ["prompt-format"], model=str(gguf),
+                          harness=harness(tmp_path, smollm2, "raw"))
+    assert rung(report, "prompt-format").status.value == "fail", rung(report, "prompt-format").summary

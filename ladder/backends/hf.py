@@ -76,8 +76,9 @@ class HFModel(Backend):
         count_cost("model_loads")
         _quiet_transformers()
         torch.set_num_threads(max(1, torch.get_num_threads()))
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        placement: dict[str, Any] = {}
+        source, gguf = gguf_source(path)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **gguf)
+        placement: dict[str, Any] = {**gguf}
         offload = None
         if max_memory:
             from ladder.case import max_memory_map
@@ -86,9 +87,9 @@ class HFModel(Backend):
             placement.update(device_map="auto", max_memory=max_memory_map(max_memory), offload_folder=offload.name)
         elif device == "auto" and torch.cuda.is_available():
             placement["device_map"] = "auto"  # shards over the GPUs, offloads to CPU what does not fit (accelerate)
-        model, info = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto", output_loading_info=True,
+        model, info = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or "auto", output_loading_info=True,
                                                            trust_remote_code=trust_remote_code, **placement)
-        if not placement:
+        if "device_map" not in placement:
             model.to("cpu" if device in (None, "auto") else device)
         model.eval()
         loaded = cls(path=path, loaded_model=model, loaded_tokenizer=tokenizer, loading_info=info or {},
@@ -438,6 +439,14 @@ def weights_size(path: str) -> int:
 WEIGHT_FILES = (".safetensors", ".bin", ".gguf")
 
 
+def gguf_source(path: str) -> tuple[str, dict[str, str]]:
+    """`from_pretrained`'s folder and keywords for `path`: a GGUF file is read from its folder with `gguf_file`
+    (transformers dequantizes it; needs the `gguf` package)."""
+    if path.endswith(".gguf") and os.path.isfile(path):
+        return os.path.dirname(os.path.abspath(path)), {"gguf_file": os.path.basename(path)}
+    return path, {}
+
+
 def local_checkpoint(path: str) -> str | None:
     """The folder `from_pretrained(path)` reads: the path itself, else a hub id's snapshot already in the local
     cache (never fetched); None when neither is there."""
@@ -459,6 +468,8 @@ def same_weight_files(a: str, b: str, samples: int = 64, chunk: int = 1 << 16) -
         return {entry.name: entry.stat().st_size for entry in os.scandir(folder)
                 if entry.is_file() and entry.name.endswith(WEIGHT_FILES)}
 
+    if not (os.path.isdir(a) and os.path.isdir(b)):
+        return False
     found = files(a)
     if not found or found != files(b):
         return False

@@ -182,5 +182,8 @@ class LoadReport(Probe):
             return failed("; ".join(problems), problems=problems, warnings=warnings, **evidence)
         if warnings:
             return warned("; ".join(warnings), warnings=warnings, **evidence)
-        return passed(f"every weight loaded from the checkpoint ({sum(stored.values())} tensors), nothing "
-                      f"initialised at random, no unapplied adapter", **evidence)
+        read = (f"{sum(stored.values())} tensors" if stored else
+                f"{sum(1 for _ in model.network.state_dict())} tensors, dequantized from the GGUF file"
+                if str(folder).endswith(".gguf") else "no safetensors header to count")
+        return passed(f"every weight loaded from the checkpoint ({read}), nothing initialised at random, no "
+                      "unapplied adapter", **evidence)
