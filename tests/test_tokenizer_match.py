@@ -39,27 +39,19 @@ def test_added_tokens_without_resized_embeddings(tmp_path):
     assert "<tool_call>" in result.summary
 
 
-def test_config_eos_that_is_not_the_tokenizers(tmp_path):
+@pytest.mark.parametrize("name, status", [("eos", "fail"), ("bos", "warn")])
+def test_config_special_id_that_is_not_the_tokenizers(tmp_path, name, status):
+    """An eos id the checkpoint's own config stops on that is neither the tokenizer's eos nor the end of turn:
+    generation never stops, a fail. config.json's bos_token_id is not what reaches the model (the tokenizer
+    writes its own BOS): a hazard, a warn."""
     model = copy_model(tmp_path)
-    for name in ("config.json", "generation_config.json"):
-        data = json.loads((model / name).read_text())
-        data["eos_token_id"] = 7
-        (model / name).write_text(json.dumps(data))
+    for file in ("config.json", "generation_config.json"):
+        data = json.loads((model / file).read_text())
+        data[f"{name}_token_id"] = 7
+        (model / file).write_text(json.dumps(data))
     report, _ = run_rungs(tmp_path / "run", ["tokenizer-match"], model=model)
     result = rung(report, "tokenizer-match")
-    assert result.status.value == "fail" and "eos id" in result.summary, result.summary
-
-
-def test_config_bos_that_is_not_the_tokenizers_is_a_warn(tmp_path):
-    """config.json's bos_token_id is not what reaches the model (the tokenizer writes its own BOS): a hazard."""
-    model = copy_model(tmp_path)
-    for name in ("config.json", "generation_config.json"):
-        data = json.loads((model / name).read_text())
-        data["bos_token_id"] = 7
-        (model / name).write_text(json.dumps(data))
-    report, _ = run_rungs(tmp_path / "run", ["tokenizer-match"], model=model)
-    result = rung(report, "tokenizer-match")
-    assert result.status.value == "warn" and "bos id" in result.summary, result.summary
+    assert result.status.value == status and f"{name} id" in result.summary, result.summary
 
 
 def test_harness_with_a_tokenizer_of_another_model(tmp_path):
