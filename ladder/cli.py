@@ -174,7 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _terminate_like_ctrl_c() -> None:
     """SIGTERM (a CI job cancelled, `kill`) stops the walk as Ctrl-C does: the reports are still written,
-    marked interrupted, and the exit status is 130."""
+    marked interrupted, and the exit status is 130. SIGINT does so too when ladder was started with it ignored
+    (a background job of a shell script), where Python would otherwise leave it ignored."""
     import signal
     import threading
 
@@ -183,6 +184,7 @@ def _terminate_like_ctrl_c() -> None:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, interrupt)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # ---- commands ------------------------------------------------------------------------------

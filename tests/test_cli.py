@@ -268,9 +268,11 @@ def test_ctrl_c_or_sigterm_writes_partial_reports_and_exits_130(tmp_path, plugin
             fix: f
         """)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(plugin_site)}
+    # started with SIGINT ignored, as a background job of a shell script is: `kill -INT` must still stop it
     proc = subprocess.Popen([sys.executable, "-m", "ladder", "probe", "--ladder", str(ladder), "--json", "r.json",
                              "--md", "r.md", "--junit", "r.xml"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     first_line = proc.stderr.readline()  # the display prints each finished rung to stderr
     assert "quick" in first_line, first_line
     time.sleep(0.5)  # the slow rung is running now
