@@ -75,7 +75,8 @@ def main() -> None:
     parser.add_argument("--only", default="", help="run the combinations whose name contains this")
     parser.add_argument("--no-real", action="store_true", help="leave out SmolLM2")
     parser.add_argument("--more-families", action="store_true",
-                        help="add the families the tests never train (llama-2-chat, alpaca, openchat-3.5)")
+                        help="add the families the tests never train (llama-2-chat, alpaca, openchat-3.5, saiga, "
+                             "solar-instruct, amberchat, falcon-instruct, chatqa)")
     args = parser.parse_args()
 
     from matrix import combinations, write_case
