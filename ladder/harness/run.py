@@ -170,25 +170,9 @@ def run_function(spec: str, prompts: list[str], *, timeout: float = 300.0,
                 started = time.perf_counter()
                 call = {"prompt": prompt, "output": None}
                 try:
-                    recorded = len(tap.calls)
-                    output = None
-                    if takes_a_list(function):
-                        listed = _call_with_timeout(lambda p=prompt: function([p]), timeout)
-                        if isinstance(listed, (list, tuple)) and isinstance(_one_reply(listed), str):
-                            output, call["called_with"] = _one_reply(listed), "a list of one prompt"
-                        else:  # a list in, not a list of one reply out: it takes a string after all
-                            del tap.calls[recorded:]
-                    if "called_with" not in call:
-                        output = _call_with_timeout(lambda p=prompt: function(p), timeout)
-                    if isinstance(output, (list, tuple)) and "called_with" not in call:  # it takes a list?
-                        first = tap.calls[recorded:]
-                        del tap.calls[recorded:]
-                        reply = _one_reply(_call_with_timeout(lambda p=prompt: function([p]), timeout))
-                        if isinstance(reply, str):  # it did: the string call ran on the prompt's characters
-                            output, call["called_with"] = reply, "a list of one prompt"
-                        else:  # it did not: what it returned for the string stands
-                            del tap.calls[recorded:]
-                            tap.calls.extend(first)
+                    output, listed = _ask(function, prompt, tap, timeout)
+                    if listed:
+                        call["called_with"] = "a list of one prompt"
                     call["output"] = output if isinstance(output, str) else repr(output)
                     if not isinstance(output, str):
                         call["output_type"] = type(output).__name__
@@ -377,6 +361,29 @@ def takes_a_list(function: Any) -> bool:
         return False
     annotation = first.annotation if isinstance(first.annotation, str) else repr(first.annotation)
     return first.name in LIST_PARAMETERS or any(word in annotation.lower() for word in ("list", "sequence", "iterable"))
+
+
+def _ask(function: Any, prompt: str, tap: Any, timeout: float) -> tuple[Any, bool]:
+    """A harness function's reply to one prompt, and whether it took a list of one prompt (`generate(prompts)
+    -> list`): tried first when `takes_a_list` says so, else after a string call that returned a list (it ran on
+    the prompt's characters). A list call counts only when it returns a list of one string; otherwise the string
+    call's result stands. Only the counted call's generate records stay on the tap."""
+    recorded = len(tap.calls)
+    by_string = None
+    for argument in ([[prompt], prompt] if takes_a_list(function) else [prompt, [prompt]]):
+        output = _call_with_timeout(lambda: function(argument), timeout)
+        records = tap.calls[recorded:]
+        del tap.calls[recorded:]
+        if isinstance(argument, list) and isinstance(output, (list, tuple)) and isinstance(_one_reply(output), str):
+            tap.calls.extend(records)
+            return _one_reply(output), True
+        if isinstance(argument, str):
+            by_string = (output, records)
+            if not isinstance(output, (list, tuple)):
+                break
+    output, records = by_string
+    tap.calls.extend(records)
+    return output, False
 
 
 def _one_reply(outputs: Any) -> Any:
