@@ -131,6 +131,33 @@ def evaluate(x: list[str]):
     assert len(kept.calls[0]["generate"]) == 2, "a function that returns a list for one prompt keeps its record"
 
 
+def test_an_async_or_streaming_harness_is_run_to_its_reply(tiny, tmp_path):
+    """`async def ask(prompt)` (an AsyncOpenAI client, a generate run in a thread) returns a coroutine and a
+    streaming harness a generator: both were recorded as an object's repr with no generate call, so every
+    interface rung skipped (a raw-text async harness passed the walk). They are awaited / drained now."""
+    harness = write(tmp_path / "h.py", HARNESS.format(model=str(tiny)) + """
+import asyncio
+
+async def ask_async(prompt):
+    return await asyncio.to_thread(ask, prompt)
+
+def stream(prompt):
+    yield from ask(prompt).partition(" ")
+
+async def stream_async(prompt):
+    for piece in ask(prompt).partition(" "):
+        yield piece
+
+async def generate(prompts):
+    return [ask(p) for p in prompts]
+""")
+    plain = run_function(f"{harness}:ask", ["What is 2 plus 3?"])
+    for function in ("ask_async", "stream", "stream_async", "generate"):
+        run = run_function(f"{harness}:{function}", ["What is 2 plus 3?"])
+        assert run.ok and run.calls[0]["output"] == plain.calls[0]["output"], function
+        assert "output_type" not in run.calls[0] and run.sent(0)["input_ids"] == plain.sent(0)["input_ids"], function
+
+
 def test_redirect_loads_the_other_checkpoint_through_the_same_harness(tiny, tmp_path):
     other = tmp_path / "other"
     import shutil

@@ -92,13 +92,37 @@ def _harness_traceback(exc: BaseException) -> str:
     return "".join(tb.format())
 
 
+def settled(value: Any) -> Any:
+    """What a harness call finally gives: an `async def` harness's coroutine run to its result (on a fresh
+    event loop in the calling thread), a streaming harness's generator of text pieces joined into the reply.
+    Anything else as it is."""
+    import asyncio
+    import inspect
+
+    if inspect.isawaitable(value):
+        async def result() -> Any:
+            return await value
+
+        return settled(asyncio.run(result()))
+    if inspect.isgenerator(value) or inspect.isasyncgen(value):
+        if inspect.isasyncgen(value):
+            async def pieces() -> list[Any]:
+                return [piece async for piece in value]
+
+            parts = asyncio.run(pieces())
+        else:
+            parts = list(value)
+        return "".join(parts) if all(isinstance(part, str) for part in parts) else parts
+    return value
+
+
 def _call_with_timeout(function: Callable[[], Any], timeout: float) -> Any:
-    """Run `function` in a worker thread; raise HarnessTimeout after `timeout` seconds."""
+    """Run `function` in a worker thread, its result `settled`; raise HarnessTimeout after `timeout` seconds."""
     outcome: dict[str, Any] = {}
 
     def target() -> None:
         try:
-            outcome["value"] = function()
+            outcome["value"] = settled(function())
         except BaseException as exc:  # the harness's own failure, kept as it is
             outcome["error"] = exc
 
