@@ -50,7 +50,8 @@ class Case(BaseModel):
     harness: str | None = Field(default=None,
                                 description="The user's test code: `file.py:function` or `module:function`, called with one prompt.")
     harness_cmd: str | None = Field(default=None,
-                                    description="A shell command that prompts the model; `{prompt}` is replaced by the quoted prompt.")
+                                    description="A shell command that prompts the model; `{prompt}` is replaced by the quoted prompt "
+                                                "(without it, the prompt is written to the command's stdin).")
     harness_model: str | None = Field(default=None,
                                       description="The checkpoint your harness loads, when it is not `model` (a sweep "
                                                   "swaps checkpoints): the harness's loads of it get `model` instead.")
@@ -209,8 +210,8 @@ def check_paths_exist(case: Case) -> None:
                                     case.source))
         elif target.endswith(".py") and not Path(target).is_file():
             problems.append(Problem(f"{key.replace('_', '-')}: {target} does not exist", case.source))
-    if case.harness_cmd is not None and "{prompt}" not in case.harness_cmd:
-        problems.append(Problem("harness-cmd must contain {prompt} where the prompt goes", case.source))
+    if case.harness_cmd is not None and not case.harness_cmd.strip():
+        problems.append(Problem("harness-cmd is empty: give the command that prompts the model", case.source))
     if problems:
         raise InputError(problems)
 

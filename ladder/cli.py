@@ -19,7 +19,8 @@ CASE_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--model", "PATH", {"help": "the model under test (a transformers folder)"}),
     ("--base", "PATH", {"help": "the base model it was fine-tuned from"}),
     ("--harness", "FILE.py:FUNC", {"help": "your test code: a function called with one prompt, returning text"}),
-    ("--harness-cmd", "CMD", {"help": "a shell command that prompts the model; {prompt} is replaced by the quoted prompt"}),
+    ("--harness-cmd", "CMD", {"help": "a shell command that prompts the model; {prompt} is replaced by the quoted prompt (without it, "
+                                                   "the prompt goes to the command's stdin)"}),
     ("--harness-model", "PATH", {"help": "the checkpoint your harness loads, when it is not --model: its loads "
                                          "of it get --model instead"}),
     ("--transcript", "F.jsonl", {"help": "what a harness sent and received, one JSON object per line"}),

@@ -164,7 +164,7 @@ BAD_INPUTS = {
     "model path missing": (["probe", "--model", "no/such/model"], "model: " ),
     "harness file missing": (["probe", "--harness", "nothere.py:run"], "nothere.py does not exist"),
     "harness without function": (["probe", "--harness", "h.py"], "must be FILE.py:NAME"),
-    "harness-cmd without placeholder": (["probe", "--harness-cmd", "python x.py"], "must contain {prompt}"),
+    "empty harness-cmd": (["probe", "--harness-cmd", " "], "harness-cmd is empty"),
     "json output is a directory": (["probe", "--json", "adir"], "is a directory"),
     "report in a folder that cannot be written": (["probe", "--md", "/proc/r.md"], "cannot write in folder /proc"),
     "unknown ladder file": (["rules", "--ladder", "missing.yaml"], "ladder not found"),

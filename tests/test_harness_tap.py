@@ -210,6 +210,16 @@ def test_command_harness_gets_the_tap_injected_and_reports_back(tiny, tmp_path):
     assert run.sent(1)["input_text"] == ["it's quoted; $HOME"], "the prompt reached the model verbatim"
     assert run.sent(0)["generate_kwargs"]["max_new_tokens"] == 5
     assert {load["kind"] for load in run.loads} == {"model", "tokenizer"}
+    reads_stdin = write(tmp_path / "chat.py", f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        import h
+        print(h.ask(sys.stdin.read()))
+    """)
+    piped = run_command(f"{sys.executable} {reads_stdin}", ["What is 2 plus 3?", "it's quoted; $HOME"])
+    assert piped.ok and piped.calls[1]["prompt_on"] == "stdin", "a command without {prompt} reads it on stdin"
+    assert [c["output"] for c in piped.calls] == [c["output"] for c in run.calls]
+    assert piped.sent(1)["input_text"] == ["it's quoted; $HOME"]
 
 
 def test_command_that_exits_non_zero_is_a_harness_error_with_its_stderr(tmp_path):

@@ -3,7 +3,7 @@
 - `file.py:function` / `module:function`: imported fresh (in ladder's process) and
   called once per prompt inside a `Tap`; the import itself runs under the tap too,
   since scripts load their model at import.
-- a command with `{prompt}`: run through the shell once per prompt, with the tap
+- a command with `{prompt}` (else it reads the prompt on stdin): run through the shell once per prompt, with the tap
   injected into its Python through a `sitecustomize` on PYTHONPATH; the child
   reports its records through a JSONL file.
 - a transcript: what a harness sent and got, read from JSONL (docs/transcript.md).
@@ -232,7 +232,8 @@ def run_function(spec: str, prompts: list[str], *, timeout: float = 300.0,
 
 def run_command(command: str, prompts: list[str], *, timeout: float = 300.0,
                 redirect: dict[str, str] | None = None) -> HarnessRun:
-    """Run the command once per prompt with the tap injected through sitecustomize."""
+    """Run the command once per prompt with the tap injected through sitecustomize: the quoted prompt in place of
+    `{prompt}`, or on its stdin when the command has no `{prompt}` (`python chat.py < question.txt` scripts)."""
     run = HarnessRun(form="command", spec=command, redirect=dict(redirect or {}))
     ladder_root = str(Path(__file__).resolve().parent.parent.parent)
     with tempfile.TemporaryDirectory(prefix="ladder-tap-") as tmp:
@@ -243,13 +244,17 @@ def run_command(command: str, prompts: list[str], *, timeout: float = 300.0,
             env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SITE_DIR), env.get("PYTHONPATH", "")) if p)
             env.update({"LADDER_TAP_OUT": str(records_file), "LADDER_TAP_ROOT": ladder_root,
                         "LADDER_TAP_LABEL": str(index), "LADDER_TAP_REDIRECT": json.dumps(run.redirect)})
+            on_stdin = "{prompt}" not in command
             line = command.replace("{prompt}", shlex.quote(prompt))
             started = time.perf_counter()
             process = subprocess.Popen(line, shell=True, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       stdin=subprocess.PIPE if on_stdin else subprocess.DEVNULL,
                                        text=True, start_new_session=True)
             call: dict[str, Any] = {"prompt": prompt, "output": None, "command": line}
+            if on_stdin:
+                call["prompt_on"] = "stdin"
             try:
-                stdout, stderr = process.communicate(timeout=timeout)
+                stdout, stderr = process.communicate(prompt if on_stdin else None, timeout=timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 stdout, stderr = process.communicate()
