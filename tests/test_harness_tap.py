@@ -158,6 +158,46 @@ async def generate(prompts):
         assert "output_type" not in run.calls[0] and run.sent(0)["input_ids"] == plain.sent(0)["input_ids"], function
 
 
+def test_a_structured_reply_is_read_as_its_text_and_a_list_guess_that_raises_is_dropped(tiny, tmp_path):
+    """`return pipe(prompt)` gives `[{"generated_text": ...}]` (a chat pipeline: the messages, the assistant's
+    last): a list, so ladder guessed a list-taking function and called it with `[prompt]`; a harness that puts
+    its argument in a chat message raised on that guess, and the harness error blocked the walk. The guess is
+    dropped when it raises; the structured reply is read as its text, as are a dict's and an OpenAI object's."""
+    harness = write(tmp_path / "h.py", HARNESS.format(model=str(tiny)) + """
+from types import SimpleNamespace
+from transformers import pipeline
+
+_pipe = pipeline("text-generation", model=_model, tokenizer=_tok)
+
+def chat_pipeline(prompt):
+    return _pipe([{"role": "user", "content": "Answer: " + prompt}], max_new_tokens=4, do_sample=False)
+
+def as_dict(prompt):
+    return {"prompt": prompt, "text": ask(prompt)}
+
+def as_openai(prompt):
+    return SimpleNamespace(choices=[SimpleNamespace(message=SimpleNamespace(content=ask(prompt)))])
+""")
+    run = run_function(f"{harness}:chat_pipeline", ["What is 2 plus 3?"])
+    assert run.ok, run.error
+    assert "called_with" not in run.calls[0] and len(run.calls[0]["generate"]) == 1
+    assert run.calls[0]["output_type"] == "list" and "generated_text" not in run.calls[0]["output"]
+    plain = run_function(f"{harness}:ask", ["What is 2 plus 3?"]).calls[0]["output"]
+    for function in ("as_dict", "as_openai"):
+        assert run_function(f"{harness}:{function}", ["What is 2 plus 3?"]).calls[0]["output"] == plain, function
+
+
+@pytest.mark.parametrize("returned, text", [
+    ("hi", "hi"), ([{"generated_text": "hi"}], "hi"),
+    ([{"generated_text": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "hi"}]}], "hi"),
+    ({"choices": [{"message": {"role": "assistant", "content": "hi"}}]}, "hi"), ({"response": "hi"}, "hi"),
+    (["a", "b"], None), ({"score": 0.5}, None), (3, None)])
+def test_reply_text_finds_the_reply_in_the_shapes_harnesses_return(returned, text):
+    from ladder.harness.run import reply_text
+
+    assert reply_text(returned) == text
+
+
 def test_redirect_loads_the_other_checkpoint_through_the_same_harness(tiny, tmp_path):
     other = tmp_path / "other"
     import shutil

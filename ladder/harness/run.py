@@ -197,7 +197,8 @@ def run_function(spec: str, prompts: list[str], *, timeout: float = 300.0,
                     output, listed = _ask(function, prompt, tap, timeout)
                     if listed:
                         call["called_with"] = "a list of one prompt"
-                    call["output"] = output if isinstance(output, str) else repr(output)
+                    text = reply_text(output)
+                    call["output"] = text if text is not None else repr(output)
                     if not isinstance(output, str):
                         call["output_type"] = type(output).__name__
                 except HarnessTimeout as exc:
@@ -217,7 +218,7 @@ def run_function(spec: str, prompts: list[str], *, timeout: float = 300.0,
                 tap.mark("batch")
                 try:
                     outputs = _call_with_timeout(lambda: batch_function(list(prompts)), timeout)
-                    run.batch = {"entry_point": "generate_batch", "outputs": [str(o) for o in outputs],
+                    run.batch = {"entry_point": "generate_batch", "outputs": [reply_text(o) if reply_text(o) is not None else str(o) for o in outputs],
                                  "generate": [r for r in tap.calls if r.get("label") == "batch"]}
                 except BaseException as exc:
                     run.batch = {"entry_point": "generate_batch", "error": {
@@ -394,32 +395,69 @@ def takes_a_list(function: Any) -> bool:
 
 def _ask(function: Any, prompt: str, tap: Any, timeout: float) -> tuple[Any, bool]:
     """A harness function's reply to one prompt, and whether it took a list of one prompt (`generate(prompts)
-    -> list`): tried first when `takes_a_list` says so, else after a string call that returned a list (it ran on
-    the prompt's characters). A list call counts only when it returns a list of one string; otherwise the string
-    call's result stands. Only the counted call's generate records stay on the tap."""
+    -> list`): tried first when `takes_a_list` says so, else after a string call that returned a list that is
+    not a reply (it ran on the prompt's characters). A list call counts only when it returns a list of one
+    reply; otherwise the string call's result stands, and a list call that raises was only a guess. Only the
+    counted call's generate records stay on the tap."""
     recorded = len(tap.calls)
     by_string = None
-    for argument in ([[prompt], prompt] if takes_a_list(function) else [prompt, [prompt]]):
-        output = _call_with_timeout(lambda: function(argument), timeout)
+    order = [[prompt], prompt] if takes_a_list(function) else [prompt, [prompt]]
+    for argument in order:
+        try:
+            output = _call_with_timeout(lambda: function(argument), timeout)
+        except HarnessTimeout:
+            raise
+        except BaseException:
+            del tap.calls[recorded:]
+            if isinstance(argument, list):  # a list was a guess: the string call decides
+                continue
+            raise
         records = tap.calls[recorded:]
         del tap.calls[recorded:]
-        if isinstance(argument, list) and isinstance(output, (list, tuple)) and isinstance(_one_reply(output), str):
+        if isinstance(argument, list) and isinstance(output, (list, tuple)) and len(output) == 1 \
+                and reply_text(output[0]) is not None:
             tap.calls.extend(records)
-            return _one_reply(output), True
+            return reply_text(output[0]), True
         if isinstance(argument, str):
             by_string = (output, records)
-            if not isinstance(output, (list, tuple)):
+            if not isinstance(output, (list, tuple)) or reply_text(output) is not None:
                 break
     output, records = by_string
     tap.calls.extend(records)
     return output, False
 
 
-def _one_reply(outputs: Any) -> Any:
-    """The reply of a function called with a list of one prompt: its only element when that is a string."""
-    if isinstance(outputs, (list, tuple)) and len(outputs) == 1 and isinstance(outputs[0], str):
-        return outputs[0]
-    return outputs
+REPLY_KEYS = ("generated_text", "text", "content", "response", "output", "completion", "answer", "reply")
+
+
+def reply_text(value: Any) -> str | None:
+    """The reply text in what a harness returned: a string; a transformers pipeline's `[{"generated_text": ...}]`
+    (text, or the chat messages ending with the assistant's); a dict with a reply key (`text`, `content`,
+    `response`, ...); an OpenAI client's completion object (`choices[0].message.content` or `.text`). None when
+    there is none to be found."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        if len(value) == 1:
+            return reply_text(value[0])
+        if value and all(isinstance(m, dict) and "role" in m for m in value):  # a chat: the last message
+            return reply_text(value[-1].get("content"))
+        return None
+    if isinstance(value, dict):
+        for key in REPLY_KEYS:
+            if key in value:
+                return reply_text(value[key])
+        if "choices" in value:
+            return reply_text(value["choices"])
+        if "message" in value:
+            return reply_text(value["message"])
+        return None
+    choices = getattr(value, "choices", None)
+    if isinstance(choices, (list, tuple)) and choices:
+        choice = choices[0]
+        message = getattr(choice, "message", None)
+        return reply_text(getattr(message, "content", None) if message is not None else getattr(choice, "text", None))
+    return None
 
 
 def _int_list(value: Any) -> bool:
