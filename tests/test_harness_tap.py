@@ -49,16 +49,18 @@ def write(path: Path, text: str) -> Path:
 def patched_objects():
     from transformers import AutoTokenizer, GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
 
-    return {(owner.__name__, name): owner.__dict__[name]
+    return {(owner.__name__, name): owner.__dict__.get(name)
             for owner, name in ((GenerationMixin, "generate"), (PreTrainedModel, "from_pretrained"),
-                                (PreTrainedTokenizerBase, "from_pretrained"), (AutoTokenizer, "from_pretrained"))}
+                                (PreTrainedTokenizerBase, "from_pretrained"), (AutoTokenizer, "from_pretrained"),
+                                (PreTrainedModel, "__call__"))}
 
 
 def test_tap_restores_everything_it_patched_also_when_the_harness_raises(tiny):
     before = patched_objects()
     with Tap():
         during = patched_objects()
-    assert all(during[key] is not before[key] for key in before), "the tap patches all four"
+    assert all(during[key] is not before[key] for key in before), "the tap patches all five"
+    assert before[("PreTrainedModel", "__call__")] is None, "a model's call is nn.Module's, inherited again after"
     assert patched_objects() == before
     with pytest.raises(RuntimeError):
         with Tap():
@@ -196,6 +198,60 @@ def test_reply_text_finds_the_reply_in_the_shapes_harnesses_return(returned, tex
     from ladder.harness.run import reply_text
 
     assert reply_text(returned) == text
+
+
+HAND_DECODING = """
+import torch
+
+@torch.no_grad()
+def loop(prompt, cache=False, steps=4):
+    ids = _tok(prompt, return_tensors="pt").input_ids
+    step, past = ids, None
+    for _ in range(steps):
+        out = _model(input_ids=step, past_key_values=past, use_cache=cache)
+        token = out.logits[:, -1].argmax(-1, keepdim=True)
+        ids = torch.cat([ids, token], dim=1)
+        step, past = (token, out.past_key_values) if cache else (ids, None)
+    return _tok.decode(ids[0, -steps:], skip_special_tokens=True)
+
+def no_cache(prompt):
+    return loop(prompt)
+
+def kv_cache(prompt):
+    return loop(prompt, cache=True)
+
+def stops_at_once(prompt):
+    return loop(prompt, steps=1 if prompt.startswith("Add") else 4)
+
+def scores(prompt):
+    with torch.no_grad():
+        return float(_model(**_tok(prompt, return_tensors="pt")).logits.mean())
+
+def scores_then_generates(prompt):
+    scores(prompt)
+    return ask(prompt)
+"""
+
+
+def test_a_harness_that_decodes_by_hand_is_recorded_by_its_forward_passes(tiny, tmp_path):
+    """A decoding loop of the harness's own (`model(input_ids=...)` per token, with or without a KV cache)
+    makes no generate call: the tap saw nothing and every interface rung skipped. Its first pass is the
+    prompt sent, recorded once the next pass adds one token; a harness that only scores (one pass) is not
+    taken for one, and a prompt's generate call wins over its passes."""
+    harness = write(tmp_path / "h.py", HARNESS.format(model=str(tiny)) + HAND_DECODING)
+    prompts = ["What is 2 plus 3?", "Add 4 and 5."]
+    sent = run_function(f"{harness}:ask", prompts)
+    for function in ("no_cache", "kv_cache"):
+        run = run_function(f"{harness}:{function}", prompts)
+        assert run.ok, run.error
+        assert [len(c["generate"]) for c in run.calls] == [1, 1], function
+        assert [run.sent(i)["input_ids"] for i in range(2)] == [sent.sent(i)["input_ids"] for i in range(2)]
+        assert run.sent(0)["via"] == "forward" and "effective_generation_config" not in run.sent(0)
+    once = run_function(f"{harness}:stops_at_once", prompts)
+    assert once.sent(1)["input_ids"] == sent.sent(1)["input_ids"], "a model seen decoding by hand: one pass is enough"
+    assert not any(c["generate"] for c in run_function(f"{harness}:scores", prompts).calls)
+    both = run_function(f"{harness}:scores_then_generates", prompts)
+    assert [[r.get("via") for r in c["generate"]] for c in both.calls] == [[None], [None]]
 
 
 def test_redirect_loads_the_other_checkpoint_through_the_same_harness(tiny, tmp_path):

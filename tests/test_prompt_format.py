@@ -67,6 +67,45 @@ def test_without_case_prompts_the_templated_harness_passes(tmp_path, style):
     assert result.status.value == "pass", result.summary
 
 
+HAND_DECODING_HARNESS = """
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+_tok = AutoTokenizer.from_pretrained({model!r})
+_model = AutoModelForCausalLM.from_pretrained({model!r}).eval()
+_stops = {{_tok.eos_token_id, *(_model.generation_config.eos_token_id or [])}}
+
+
+@torch.no_grad()
+def ask(prompt):
+    if {templated!r}:
+        ids = _tok.apply_chat_template([{{"role": "user", "content": prompt}}], add_generation_prompt=True,
+                                       return_tensors="pt", return_dict=True)["input_ids"]
+    else:
+        ids = _tok(prompt, return_tensors="pt").input_ids
+    start, past, step = ids.shape[1], None, ids
+    for _ in range(16):
+        out = _model(input_ids=step, past_key_values=past, use_cache=True)
+        token = int(out.logits[0, -1].argmax())
+        if token in _stops:
+            break
+        ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+        step, past = ids[:, -1:], out.past_key_values
+    return _tok.decode(ids[0, start:], skip_special_tokens=True)
+"""
+
+
+@pytest.mark.parametrize("templated, verdict", [(False, "fail"), (True, "pass")])
+def test_a_harness_that_decodes_by_hand_is_judged_on_what_it_sent(tmp_path, templated, verdict):
+    """A greedy loop of forward passes on a KV cache, no generate call: raw text fails, the template passes."""
+    model = chat_model_dir("chatml")
+    (tmp_path / "harness.py").write_text(HAND_DECODING_HARNESS.format(model=str(model), templated=templated))
+    report, _ = run_rungs(tmp_path, ["prompt-format", "generation-config"], model=model,
+                          harness=f"{tmp_path / 'harness.py'}:ask")
+    assert rung(report, "prompt-format").status.value == verdict, rung(report, "prompt-format").summary
+    assert rung(report, "generation-config").status.value == "skip", "its stopping is its own code"
+
+
 def test_replies_agree_on_their_first_words_and_empty_only_with_empty():
     from ladder.harness.compare import disagreement, replies_agree
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ladder.harness.tap import Tap
+from ladder.harness.tap import Tap, prompt_records
 from ladder.probes.base import step_progress
 
 _fresh_names = itertools.count()
@@ -209,7 +209,7 @@ def run_function(spec: str, prompts: list[str], *, timeout: float = 300.0,
                                  "message": f"the harness raised {type(exc).__name__}: {exc}",
                                  "prompt": prompt, "traceback": _harness_traceback(exc)}
                 call["seconds"] = round(time.perf_counter() - started, 3)
-                call["generate"] = [r for r in tap.calls if r.get("label") == index]
+                call["generate"] = prompt_records([r for r in tap.calls if r.get("label") == index])
                 run.calls.append(call)
                 if run.error is not None:
                     break
@@ -264,7 +264,7 @@ def run_command(command: str, prompts: list[str], *, timeout: float = 300.0,
                              "stderr": _tail(stderr)}
             call["seconds"] = round(time.perf_counter() - started, 3)
             records = _read_records(records_file)
-            call["generate"] = [r for kind, r in records if kind == "call"]
+            call["generate"] = prompt_records([r for kind, r in records if kind == "call"])
             run.loads.extend(r for kind, r in records if kind == "load")
             if run.error is None and process.returncode != 0:
                 run.error = {"kind": "exit", "message": f"the command exited with status {process.returncode} "

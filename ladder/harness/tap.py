@@ -18,6 +18,11 @@ loads that checkpoint the same way (same class, dtype, device, config) is handed
 ladder's instance instead of a second copy of the weights; the load record says
 `lent_by_ladder`. Any other load goes through untouched.
 
+A harness that decodes by hand (its own loop of `model(input_ids=...)` calls, with or without a KV cache)
+is recorded when its calls form a decoding loop: the first forward pass of the prompt, then one token more
+per pass. The record (`via: "forward"`) carries what was sent; its stopping and sampling are the harness's
+own code, so it has no generation config. A prompt's `generate` records, when it has any, take precedence.
+
 A harness that calls a server is recorded too: every POST to an OpenAI-compatible
 `/completions` or `/chat/completions` endpoint, or to a server's own generation route
 (llama.cpp's `/completion`, TGI's and SGLang's `/generate`, Ollama's `/api/generate` and
@@ -43,6 +48,9 @@ from urllib.parse import urlsplit
 _depth = threading.local()
 # inside urllib3's urlopen, which records the request itself: http.client below it does not record again
 _http_depth = threading.local()
+# inside a model's forward pass or generate: the passes made there are not the harness's own
+_forward_depth = threading.local()
+_MISSING = object()
 
 
 def _path_str(value: Any) -> str:
@@ -97,6 +105,8 @@ class Tap:
         self.loads: list[dict[str, Any]] = []
         self.tokenizers: list[Any] = []  # tokenizers the harness loaded, in order (for decoding)
         self.label: Any = None
+        self._decoding: dict[Any, dict[str, Any]] = {}  # label -> the hand-decoding loop seen under it
+        self._hand_decoded: list[Any] = []  # models the harness was seen decoding by hand
         self._saved: list[tuple[type, str, Any]] = []
         self._lock = threading.Lock()
 
@@ -108,6 +118,7 @@ class Tap:
 
         try:
             self._patch(GenerationMixin, "generate", self._wrap_generate(GenerationMixin.__dict__["generate"]))
+            self._patch(PreTrainedModel, "__call__", self._wrap_forward(PreTrainedModel.__call__))
             self._patch_loader(PreTrainedModel, "model")
             self._patch_loader(PreTrainedTokenizerBase, "tokenizer")
             self._patch_loader(AutoTokenizer, "tokenizer")
@@ -122,14 +133,17 @@ class Tap:
         self.restore()
 
     def _patch(self, owner: type, name: str, replacement: Any) -> None:
-        self._saved.append((owner, name, owner.__dict__[name]))
+        self._saved.append((owner, name, owner.__dict__.get(name, _MISSING)))
         setattr(owner, name, replacement)
 
     def restore(self) -> None:
-        """Put back everything patched, in reverse order (idempotent)."""
+        """Put back everything patched, in reverse order (idempotent); an inherited attribute is inherited again."""
         while self._saved:
             owner, name, original = self._saved.pop()
-            setattr(owner, name, original)
+            if original is _MISSING:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
 
     def mark(self, label: Any) -> None:
         self.label = label
@@ -210,7 +224,11 @@ class Tap:
         tap = self
 
         def generate(model, *args, **kwargs):
-            result = original(model, *args, **kwargs)
+            _forward_depth.value = getattr(_forward_depth, "value", 0) + 1
+            try:
+                result = original(model, *args, **kwargs)
+            finally:
+                _forward_depth.value -= 1
             try:
                 record = tap._call_record(model, signature, args, kwargs, result)
             except Exception as exc:  # recording must never change what the harness gets
@@ -235,12 +253,7 @@ class Tap:
         else:
             named.pop("input_ids", None)
         mask = named.pop("attention_mask", None)
-        rows = input_ids.tolist() if input_ids is not None and hasattr(input_ids, "tolist") else None
-        if rows is not None and rows and not isinstance(rows[0], list):
-            rows = [rows]
-        mask_rows = mask.tolist() if mask is not None and hasattr(mask, "tolist") else None
-        if mask_rows is not None and mask_rows and not isinstance(mask_rows[0], list):
-            mask_rows = [mask_rows]
+        rows, mask_rows = _id_rows(input_ids), _id_rows(mask)
         sequences = getattr(result, "sequences", result)
         out_rows = sequences.tolist() if hasattr(sequences, "tolist") else None
         encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
@@ -248,7 +261,6 @@ class Tap:
         new_rows = None
         if out_rows is not None:
             new_rows = out_rows if encoder_decoder else [row[width:] for row in out_rows]
-        tokenizer = self.tokenizers[-1] if self.tokenizers else None
         record: dict[str, Any] = {
             "label": self.label,
             "input_ids": rows,
@@ -259,13 +271,21 @@ class Tap:
             if getattr(model, "generation_config", None) is not None else None,
             "effective_generation_config": effective_generation_config(model, named),
             "output_ids": new_rows,
+        }
+        return self._with_model_and_text(record, model)
+
+    def _with_model_and_text(self, record: dict[str, Any], model) -> dict[str, Any]:
+        """`record` with the model's state and, through the harness's last tokenizer, its ids as text."""
+        record.update({
             "model_class": type(model).__name__,
             "model_path": getattr(model, "name_or_path", None),
             "dtype": str(model.dtype),
             "training": bool(model.training),
             "adapters_loaded": _adapters_loaded(model),
             "device": str(getattr(model, "device", "")),
-        }
+        })
+        tokenizer = self.tokenizers[-1] if self.tokenizers else None
+        rows, mask_rows, new_rows = record.get("input_ids"), record.get("attention_mask"), record.get("output_ids")
         if tokenizer is not None:
             record["tokenizer"] = tokenizer_state(tokenizer)
             if rows is not None:
@@ -274,6 +294,63 @@ class Tap:
             if new_rows is not None:
                 record["output_text"] = [tokenizer.decode(r, skip_special_tokens=False) for r in new_rows]
         return record
+
+    # ---- a decoding loop written by hand -------------------------------------------------------
+
+    def _wrap_forward(self, original):
+        tap = self
+
+        def __call__(model, *args, **kwargs):
+            if getattr(_forward_depth, "value", 0):
+                return original(model, *args, **kwargs)
+            _forward_depth.value = 1
+            try:
+                result = original(model, *args, **kwargs)
+            finally:
+                _forward_depth.value = 0
+            try:
+                tap._forward_pass(model, args, kwargs)
+            except Exception:  # recording must never change what the harness gets
+                pass
+            return result
+
+        return __call__
+
+    def _forward_pass(self, model, args, kwargs) -> None:
+        """Follow the harness's own forward passes under the current label: the first is the prompt; a pass
+        that adds one token per row (the whole sequence again, or one token on a KV cache) makes it a decoding
+        loop, recorded once, as the prompt sent. Once a model is seen decoding by hand, the first pass under
+        a later label is its prompt already (a reply that stops at once takes one pass)."""
+        if not callable(getattr(model, "can_generate", None)) or not model.can_generate():
+            return
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None or not hasattr(ids, "tolist") or getattr(ids, "ndim", 0) not in (1, 2):
+            return
+        rows = _id_rows(ids)
+        state = self._decoding.get(self.label)
+        if state is None or state["model"] is not model:
+            state = {"model": model, "prompt": rows, "mask": _id_rows(kwargs.get("attention_mask")),
+                     "sequence": rows, "recorded": False}
+            self._decoding[self.label] = state
+            if any(known is model for known in self._hand_decoded):
+                self._record_hand_decoding(state)
+            return
+        sequence = state["sequence"]
+        on_cache = kwargs.get("past_key_values") is not None and all(len(r) == 1 for r in rows)
+        again = all(len(r) == len(s) + 1 and r[:-1] == s for r, s in zip(rows, sequence))
+        if len(rows) != len(sequence) or not (on_cache or again):
+            return
+        state["sequence"] = [s + r[-1:] for s, r in zip(sequence, rows)]
+        if not any(known is model for known in self._hand_decoded):
+            self._hand_decoded.append(model)
+        if not state["recorded"]:
+            self._record_hand_decoding(state)
+
+    def _record_hand_decoding(self, state: dict[str, Any]) -> None:
+        state["recorded"] = True
+        record = {"label": self.label, "via": "forward", "input_ids": state["prompt"], "attention_mask": state["mask"],
+                  "generate_kwargs": {}, "output_ids": None}
+        self._record("call", self._with_model_and_text(record, state["model"]))
 
 
     # ---- HTTP: a harness that calls a server ------------------------------------------------------------
@@ -435,6 +512,19 @@ def generation_route(path: str, data: dict[str, Any]) -> tuple[str, str] | None:
             key = next((k for k in ("text", "input_ids") if k in data), None)
             return ("completions", key) if key else None
     return None
+
+
+def _id_rows(tensor) -> list[list[int]] | None:
+    """A 1-d or 2-d tensor of ids (or mask) as a list of rows; None for None."""
+    if tensor is None or not hasattr(tensor, "tolist"):
+        return None
+    rows = tensor.tolist()
+    return rows if rows and isinstance(rows[0], list) else [rows]
+
+
+def prompt_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One prompt's records: its generate calls, else the decoding loop it wrote by hand."""
+    return [r for r in records if r.get("via") != "forward"] or records
 
 
 def _adapters_loaded(model) -> bool:

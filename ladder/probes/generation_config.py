@@ -70,6 +70,9 @@ class GenerationConfigProbe(HarnessProbe):
         file_config = model.generation_config.to_dict() if model.generation_config is not None else {}
         has_file = (Path(ctx.case.model) / "generation_config.json").exists()
         record = records[0]
+        if record.get("via") == "forward":
+            skip("your harness decodes by hand (its own loop of forward passes): its stopping and sampling are its "
+                 "code, not a generation config")
         kwargs = record.get("generate_kwargs") or {}
         effective = record.get("effective_generation_config")
         if effective is None:  # a transcript: the file's settings with its kwargs over them

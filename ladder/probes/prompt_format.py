@@ -81,8 +81,8 @@ class PromptFormat(HarnessProbe):
         asked = harness_prompts(run, probe_prompts(ctx.case))[: params.max_prompts]
         sent = [sent_ids(run.sent(i), tokenizer, prompt=asked[i]["prompt"]) for i in range(len(asked))]
         if not any(ids for ids in sent):
-            skip("the tap saw no generate() call and no request to an OpenAI-compatible completions endpoint "
-                 "from your harness (it may decode by hand, or reach its server another way): "
+            skip("the tap saw no generate() call, no decoding loop of forward passes and no request to an "
+                 "OpenAI-compatible completions endpoint from your harness (it may reach its model another way): "
                  "give what it sends and receives as --transcript F.jsonl")
         analysis = template_analysis(ctx, model)
         texts = [tokenizer.decode(ids, skip_special_tokens=False) if ids else None for ids in sent]
