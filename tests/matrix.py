@@ -60,11 +60,13 @@ class Combination:
     harness: str
     form: str  # function | command | transcript | a client of CLIENT_HARNESSES (pipeline, lm-eval)
     recipe: str = "reply"
+    architecture: str = "llama"  # the model type the family's model is built as (train.ARCHITECTURES)
 
     @property
     def name(self) -> str:
         recipe = "" if self.recipe == "reply" else f"-{self.recipe}_loss"
-        return f"{self.family}{recipe}-{self.padding_side}-pad_{self.pad}-{self.harness}-{self.form}"
+        architecture = "" if self.architecture == "llama" else f"-{self.architecture}"
+        return f"{self.family}{recipe}{architecture}-{self.padding_side}-pad_{self.pad}-{self.harness}-{self.form}"
 
     @property
     def culprit(self) -> str | None:
@@ -87,13 +89,14 @@ class Combination:
         return "special-tokens" if evidence["bos_effect"]["material"] else None
 
 
-def combinations(more_families: bool = False) -> list[Combination]:
+def combinations(more_families: bool = False, more_architectures: bool = False) -> list[Combination]:
     """Every harness on the built-in families' tokenizers as shipped, in the function form; the healthy
     and the raw harness in the command and transcript forms and on every other tokenizer setting (the
     settings change nothing on a one-prompt-at-a-time path). On the real families and the second recipe,
     the healthy and every broken one-prompt harness, and the healthy one on a right-padding pad == eos
     tokenizer. On CLIENT_FAMILIES, harnesses on each real client (a pipeline, lm-eval's generate_until).
-    `more_families`: also the families the tests never train (families.MORE_FAMILIES), as the real ones."""
+    `more_families`: also the families the tests never train (families.MORE_FAMILIES), as the real ones.
+    `more_architectures`: also MORE_ARCHITECTURES's families built as other model types, as the real ones."""
     out = []
     for family, recipe in (*MODELS, *((family, "reply") for family in (MORE_FAMILIES if more_families else ()))):
         if family in STYLES and recipe == "reply":
@@ -110,7 +113,18 @@ def combinations(more_families: bool = False) -> list[Combination]:
         if recipe == "reply":
             out += [Combination(family, "left", "distinct", harness, client)
                     for client in CLIENT_HARNESSES for harness in CLIENT_FAMILIES.get(family, ())]
+    for architecture, family in (MORE_ARCHITECTURES if more_architectures else ()):
+        out += [Combination(family, "left", "distinct", harness, "function", architecture=architecture)
+                for harness in REAL_FAMILY_HARNESSES]
+        out.append(Combination(family, "right", "eos", "template", "function", architecture=architecture))
     return out
+
+
+# (model type, family) pairs the bench builds beside the Llama ones: other module layouts, norms, position
+# schemes and tied heads (gpt2, gemma), with markers as added tokens (chatml) and as plain text (mistral)
+MORE_ARCHITECTURES = (("qwen2", "chatml"), ("gpt2", "chatml"), ("gpt_neox", "chatml"), ("gemma", "chatml"),
+                      ("phi3", "chatml"), ("olmo", "chatml"), ("qwen2", "mistral-instruct"),
+                      ("gpt2", "mistral-instruct"))
 
 
 def chat_recipe(family: str, recipe: str = "reply"):
@@ -123,15 +137,20 @@ def chat_recipe(family: str, recipe: str = "reply"):
     return ChatRecipe(style=family, loss_on=recipe, premise_attempts=3, premise="matrix")
 
 
-def trained_model(family: str, recipe: str = "reply") -> Path:
+def trained_model(family: str, recipe: str = "reply", architecture: str = "llama") -> Path:
     from ladder.fixtures import models
+    from ladder.fixtures.train import BaseRecipe, ChatRecipe, ModelShape
 
-    return models.chat_model_dir(family, chat_recipe=chat_recipe(family, recipe))
+    if architecture == "llama":
+        return models.chat_model_dir(family, chat_recipe=chat_recipe(family, recipe))
+    return models.chat_model_dir(family, base_recipe=BaseRecipe(shape=ModelShape(architecture=architecture)),
+                                 chat_recipe=ChatRecipe(style=family, loss_on=recipe, premise_attempts=3,
+                                                        premise="matrix"))
 
 
-def model_for(family: str, padding_side: str, pad: str, recipe: str = "reply") -> Path:
+def model_for(family: str, padding_side: str, pad: str, recipe: str = "reply", architecture: str = "llama") -> Path:
     """The family's chat model, its tokenizer saved with `padding_side` and pad (distinct, eos, none)."""
-    source = trained_model(family, recipe)
+    source = trained_model(family, recipe, architecture)
     if (padding_side, pad) == ("left", "distinct"):
         return source
 
@@ -171,7 +190,7 @@ def record_transcript(folder: Path, questions=TRANSCRIPT_QUESTIONS) -> Path:
 
 def write_case(combo: Combination, folder: Path) -> Path:
     """A case folder (model by path, the harness file, case.yaml without prompts); returns case.yaml."""
-    model = model_for(combo.family, combo.padding_side, combo.pad, combo.recipe)
+    model = model_for(combo.family, combo.padding_side, combo.pad, combo.recipe, combo.architecture)
     keywords, _ = HARNESSES[combo.harness]
     keywords = {"padding_side": combo.padding_side, **keywords}
     if combo.harness == "other-template":

@@ -247,6 +247,27 @@ def test_tiny_models_load_with_auto_classes(tmp_cache):
         (base_model_dir("gemma", TINY_BASE) / "model.safetensors").read_bytes()
 
 
+@pytest.mark.slow
+def test_the_factory_builds_each_architecture_as_its_own_model_type(tmp_cache):
+    """The bench's other model types (tests/matrix.py MORE_ARCHITECTURES) are transformers' own classes, saved
+    and loaded by the auto classes; Llama stays the default, untied."""
+    from dataclasses import replace
+
+    from transformers import AutoModelForCausalLM
+
+    from ladder.fixtures.models import chat_model_dir
+    from ladder.fixtures.train import ARCHITECTURES
+
+    assert TINY_BASE.shape.architecture == "llama"
+    for architecture in ("gpt2", "qwen2"):
+        recipe = replace(TINY_BASE, shape=replace(TINY_BASE.shape, architecture=architecture))
+        model = AutoModelForCausalLM.from_pretrained(chat_model_dir("chatml", recipe, tiny_chat("chatml")))
+        assert model.config.model_type == architecture
+    with pytest.raises(ValueError, match="unknown architecture"):
+        replace(TINY_BASE.shape, architecture="mamba").model_config(10, 1, [2], 0)
+    assert "llama" in ARCHITECTURES
+
+
 # ---- the premise of the real fixture models -------------------------------------------------------------
 
 
