@@ -74,7 +74,8 @@ def order_violation(report: dict) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="", help="run the combinations whose name contains this")
+    parser.add_argument("--only", default="", help="run the combinations whose name contains this (several: "
+                                                   "comma-separated, any of them)")
     parser.add_argument("--no-real", action="store_true", help="leave out SmolLM2")
     parser.add_argument("--more-families", action="store_true",
                         help="add the families the tests never train (llama-2-chat, alpaca, openchat-3.5, saiga, "
@@ -88,12 +89,12 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="ladder-matrix-"))
     cases = []
     for combo in combinations(more_families=args.more_families, more_architectures=args.more_architectures):
-        if args.only in combo.name:
+        if any(part in combo.name for part in args.only.split(",")):
             folder = root / combo.name
             family = combo.family if combo.recipe == "reply" else f"{combo.family}/{combo.recipe}-loss"
             family += "" if combo.architecture == "llama" else f"/{combo.architecture}"
             cases.append((combo.name, family, combo, write_case(combo, folder)))
-    if not args.no_real and args.only in "smollm2":
+    if not args.no_real and any(part in "smollm2" for part in args.only.split(",")):
         cases += real_cases(root)
     rows = []
     for name, family, combo, case in cases:

@@ -25,18 +25,29 @@ def foreign_tokenizer_dir():
     return models.foreign_tokenizer_dir("chatml")
 
 
-def test_added_tokens_without_resized_embeddings(tmp_path):
+@pytest.mark.parametrize("used_by, status", [(None, "warn"), ("template", "fail"), ("harness", "fail")])
+def test_added_tokens_without_resized_embeddings(tmp_path, used_by, status):
+    """Tokens added to the tokenizer without `resize_token_embeddings`: their ids index beyond the embedding. A
+    fail when the user's path uses one (the chat template writes it, the harness sends it); a warn when nothing on
+    the path does (a Qwen2 tokenizer class adds its default `<|endoftext|>` to a tokenizer saved without one)."""
     from transformers import AutoTokenizer
 
     model = copy_model(tmp_path)
     tokenizer = AutoTokenizer.from_pretrained(model)
     tokenizer.add_tokens(["<tool_call>", "</tool_call>"], special_tokens=True)
+    if used_by == "template":
+        tokenizer.chat_template = tokenizer.chat_template.replace("<|im_start|>assistant", "<tool_call>assistant")
     tokenizer.save_pretrained(model)
-    report, _ = run_rungs(tmp_path / "run", ["tokenizer-match"], model=model)
+    transcript = tmp_path / "sent.jsonl"
+    transcript.write_text(json.dumps({"prompt": "Call it.", "input": "<|im_start|>user\nCall <tool_call> it."
+                                      "<|im_end|>\n<|im_start|>assistant\n", "output": "5"}) + "\n")
+    report, _ = run_rungs(tmp_path / "run", ["tokenizer-match"], model=model,
+                          **({"transcript": str(transcript)} if used_by == "harness" else {}))
     result = rung(report, "tokenizer-match")
-    assert result.status.value == "fail", result.summary
+    assert result.status.value == status, result.summary
     assert result.evidence["tokenizer_size"] > result.evidence["embedding_rows"]
-    assert "<tool_call>" in result.summary
+    assert "<tool_call>" in result.summary and "index beyond" in result.summary
+    assert bool(result.evidence["ids_beyond_embedding_on_your_path"]) == (status == "fail")
 
 
 @pytest.mark.parametrize("name, status", [("eos", "fail"), ("bos", "warn")])

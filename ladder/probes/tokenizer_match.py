@@ -2,7 +2,9 @@
 
 What it checks:
     `len(tokenizer)` and the highest id the tokenizer can emit against the
-    embedding's rows (ids beyond them index nothing, or garbage); the bos, eos and
+    embedding's rows (ids beyond them index nothing, or garbage: a fail when your
+    path uses one, written by the template, a special token or in what your harness
+    sent; a warn otherwise); the bos, eos and
     pad ids of `config.json` and `generation_config.json` against the tokenizer's;
     added tokens whose embedding rows still sit at an initialisation (zero, a copy of
     another added row, the mean of the others as `resize_token_embeddings` writes it;
@@ -84,10 +86,6 @@ class TokenizerMatch(Probe):
         top_id = max(tokenizer.get_vocab().values())
         problems, warnings = [], []
         beyond = sorted(i for i in tokenizer.get_vocab().values() if i >= rows)
-        if size > rows or beyond:
-            names = tokenizer.convert_ids_to_tokens(beyond[:8])
-            problems.append(f"the tokenizer has {size} tokens (ids up to {top_id}) but the embedding has {rows} rows: "
-                            f"{len(beyond)} ids index beyond it ({', '.join(map(repr, names))})")
 
         config, generation = net.config, net.generation_config
         analysis = template_analysis(ctx, model)
@@ -143,9 +141,22 @@ class TokenizerMatch(Probe):
                     "ids_beyond_embedding": beyond[:20], "special_ids": special,
                     "added_tokens": tokenizer.convert_ids_to_tokens(added), "untrained_rows": untrained}
 
-        run = harness_run(ctx) if (ctx.case.harness or ctx.case.harness_cmd) else None
+        run = harness_run(ctx) if (ctx.case.harness or ctx.case.harness_cmd or ctx.case.transcript) else None
         if run is not None and (problem := harness_error_finding(run, ctx)) is not None:
             return problem
+        if beyond:
+            on_path = sorted(set(beyond) & path_token_ids(tokenizer, run, in_use))
+            names = ", ".join(map(repr, tokenizer.convert_ids_to_tokens(beyond[:8])))
+            overflow = (f"the tokenizer has {size} tokens (ids up to {top_id}) but the embedding has {rows} rows: "
+                        f"{len(beyond)} ids index beyond it ({names})")
+            evidence["ids_beyond_embedding_on_your_path"] = on_path[:20]
+            if on_path:
+                problems.append(f"{overflow}, and your path uses {len(on_path)} of them "
+                                f"({', '.join(map(repr, tokenizer.convert_ids_to_tokens(on_path[:8])))})")
+            else:  # text that holds them would break; the template, the special tokens and your prompts do not
+                warnings.append(f"{overflow}; none is written by the template, a special token, or in what your "
+                                "harness sent: a hazard for text that holds them")
+            beyond = on_path
         # Which tokenizer belongs to the model? Compare the one in use with one known to belong:
         # the checkpoint's own against the harness's, and the base's against the checkpoint's.
         text = _probe_text(tokenizer, [p["prompt"] for p in probe_prompts(ctx.case)])
@@ -334,6 +345,17 @@ def _nats_per_char(model, tokenizer, text: str, rows: int) -> float | None:
     return round(-sum(values) / max(1, len(text)), 4)
 
 
+def path_token_ids(tokenizer, run, in_use: set[int]) -> set[int]:
+    """Ids the user's path uses: `in_use` (the template's special tokens, bos, eos) and every id your harness
+    sent."""
+    from ladder.harness.compare import sent_ids
+
+    ids = set(in_use)
+    for index, call in enumerate(run.calls if run is not None else []):
+        ids.update(sent_ids(run.sent(index), tokenizer, prompt=call.get("prompt")) or [])
+    return ids
+
+
 def _template_token_ids(tokenizer) -> list[int]:
     """Ids of the special tokens the chat template writes (empty without a template)."""
     if not getattr(tokenizer, "chat_template", None):
@@ -341,6 +363,8 @@ def _template_token_ids(tokenizer) -> list[int]:
     try:
         text = tokenizer.apply_chat_template([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}],
                                              tokenize=False)
+        text += tokenizer.apply_chat_template([{"role": "user", "content": "x"}], add_generation_prompt=True,
+                                              tokenize=False)
     except Exception:
         return []
     special = set(tokenizer.added_tokens_decoder)
