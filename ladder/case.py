@@ -48,7 +48,7 @@ class Case(BaseModel):
                                                     "or a .gguf file (dequantized by transformers).")
     base: str | None = Field(default=None, description="The base model the fine-tune started from.")
     harness: str | None = Field(default=None,
-                                description="The user's test code: `file.py:function` or `module:function`, called with one prompt.")
+                                description="The user's test code: `file.py:function` or `module:function` (`file.py:object.method` too), called with one prompt.")
     harness_cmd: str | None = Field(default=None,
                                     description="A shell command that prompts the model; `{prompt}` is replaced by the quoted prompt "
                                                 "(without it, the prompt is written to the command's stdin).")

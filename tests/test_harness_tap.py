@@ -152,9 +152,15 @@ async def stream_async(prompt):
 
 async def generate(prompts):
     return [ask(p) for p in prompts]
+
+class Runner:
+    async def ask(self, prompt):
+        return ask(prompt)
+
+runner = Runner()
 """)
     plain = run_function(f"{harness}:ask", ["What is 2 plus 3?"])
-    for function in ("ask_async", "stream", "stream_async", "generate"):
+    for function in ("ask_async", "stream", "stream_async", "generate", "runner.ask"):
         run = run_function(f"{harness}:{function}", ["What is 2 plus 3?"])
         assert run.ok and run.calls[0]["output"] == plain.calls[0]["output"], function
         assert "output_type" not in run.calls[0] and run.sent(0)["input_ids"] == plain.sent(0)["input_ids"], function

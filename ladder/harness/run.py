@@ -137,7 +137,8 @@ def _call_with_timeout(function: Callable[[], Any], timeout: float) -> Any:
 
 
 def load_callable(spec: str) -> tuple[Any, Callable]:
-    """A fresh import of `file.py:function` or `module:function`; returns (module, function)."""
+    """A fresh import of `file.py:function` or `module:function` (`file.py:object.method` for a method of an
+    object the module builds); returns (module, function)."""
     target, _, name = spec.rpartition(":")
     if target.endswith(".py"):
         path = Path(target)
@@ -163,7 +164,9 @@ def load_callable(spec: str) -> tuple[Any, Callable]:
                 sys.modules[target] = previous
             else:
                 sys.modules.pop(target, None)
-    function = getattr(module, name, None)
+    function: Any = module
+    for part in name.split("."):  # `runner.generate`: a method of an object the module builds
+        function = getattr(function, part, None)
     if not callable(function):
         raise AttributeError(f"{spec}: {name!r} is not a function of {target}")
     return module, function
