@@ -330,19 +330,27 @@ class HFModel(Backend):
         whether it is the top-1 there."""
         import torch
 
+        import inspect
+
         joined = [prompt + cont for prompt, cont in pairs]
         input_ids, mask, _ = self.padded(joined)
+        # left-padded, every continuation ends the row: only the last positions' logits are needed (a real
+        # vocabulary makes the full [batch, width, vocab] float tensor the biggest allocation of the pass)
+        keep = max(len(cont) for _, cont in pairs) + 1
+        options = {"logits_to_keep": keep} if "logits_to_keep" in inspect.signature(
+            self.loaded_model.forward).parameters else {}
         with torch.no_grad():
-            logits = self.loaded_model(input_ids=input_ids, attention_mask=mask).logits.float()
-        logprobs = torch.log_softmax(logits, dim=-1)
-        top = logprobs.argmax(dim=-1)
+            logits = self.loaded_model(input_ids=input_ids, attention_mask=mask, **options).logits
         width = input_ids.shape[1]
+        logprobs = torch.log_softmax(logits[:, -keep:].float(), dim=-1)  # where logits_to_keep is unknown too
+        offset = width - keep  # the row position of logprobs' first column
+        top = logprobs.argmax(dim=-1)
         values, greedy = [], []
         for row, (_, cont) in enumerate(pairs):
             positions = torch.arange(width - len(cont), width, device=logprobs.device)
             targets = input_ids[row, positions]
-            values.append(logprobs[row, positions - 1, targets].tolist())
-            greedy.append((top[row, positions - 1] == targets).tolist())
+            values.append(logprobs[row, positions - 1 - offset, targets].tolist())
+            greedy.append((top[row, positions - 1 - offset] == targets).tolist())
         return values, greedy
 
 
