@@ -121,10 +121,12 @@ def combinations(more_families: bool = False, more_architectures: bool = False) 
 
 
 # (model type, family) pairs the bench builds beside the Llama ones: other module layouts, norms, position
-# schemes and tied heads (gpt2, gemma), with markers as added tokens (chatml) and as plain text (mistral)
+# schemes and tied heads (gpt2, gemma), with markers as added tokens (chatml, llama-3, qwen2.5) and as plain text
+# (mistral, vicuna); each loads with its model type's tokenizer class, whose defaults differ (Qwen2's adds a token)
 MORE_ARCHITECTURES = (("qwen2", "chatml"), ("gpt2", "chatml"), ("gpt_neox", "chatml"), ("gemma", "chatml"),
                       ("phi3", "chatml"), ("olmo", "chatml"), ("qwen2", "mistral-instruct"),
-                      ("gpt2", "mistral-instruct"))
+                      ("gpt2", "mistral-instruct"), ("qwen2", "qwen2.5-instruct"), ("gemma", "llama-3-instruct"),
+                      ("gpt_neox", "vicuna"), ("phi3", "mistral-instruct"))
 
 
 def chat_recipe(family: str, recipe: str = "reply"):
