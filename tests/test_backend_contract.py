@@ -164,6 +164,33 @@ def test_the_hf_backend_through_the_contract():
 
 
 @pytest.mark.slow
+def test_a_model_whose_activations_outweigh_the_budget_is_run_in_slices_with_the_same_results(monkeypatch):
+    """A pass's activations stay within a share of the weights: generate slices the prompt's prefill
+    (`prefill_chunk_size`), scoring runs a few rows at a time. Forced here with a budget of a few tokens: the
+    replies and the scores are those of the single pass."""
+    from ladder.backends.hf import HFModel
+    from ladder.fixtures import models
+
+    hf = HFModel.load(str(models.chat_model_dir("chatml")))
+    try:
+        prompts = [hf.render([{"role": "user", "content": f"What is {a} plus {b}?"}]) for a, b in ((1, 2), (3, 5), (7, 1))]
+        prompts.append(hf.tokenize("What is 4 plus"))
+        whole = hf.generate(prompts, max_new_tokens=8)
+        pairs = [(p, r) for p, r in zip(prompts, whole) if r]
+        scores, greedy = hf.greedy_agreement(pairs)
+        assert hf.tokens_per_pass() >= 8192, "a fixture model's prompts fit one pass"
+        monkeypatch.setattr(HFModel, "ACTIVATION_FLOOR", 0)
+        monkeypatch.setattr(HFModel, "ACTIVATION_SHARE", 1e-5)
+        assert hf.tokens_per_pass() < len(prompts[0])
+        assert hf.generate(prompts, max_new_tokens=8) == whole
+        sliced_scores, sliced_greedy = hf.greedy_agreement(pairs)
+        assert sliced_greedy == greedy
+        assert all(a == pytest.approx(b, abs=1e-4) for a, b in zip(sliced_scores, scores))
+    finally:
+        hf.close()
+
+
+@pytest.mark.slow
 def test_no_builtin_probe_uses_a_capability_it_does_not_declare():
     """The whole default ladder on two cases that reach every probe's model path: no rung errs."""
     from ladder.case import load_case

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 if TYPE_CHECKING:
     from ladder.probes.base import ProbeContext
@@ -53,6 +53,7 @@ class HFModel(Backend):
     # `score` of a reply ladder generated (or a prefix of it) costs no second forward pass
     generated_scores: dict = field(default_factory=dict, repr=False)
     generated_scores_state: tuple | None = field(default=None, repr=False)  # `_scoring_state()` they hold for
+    weight_bytes: int | None = field(default=None, repr=False)  # the weights' size, once `rows_per_pass` asks
     name: ClassVar[str] = "hf"
     how_to_reach: ClassVar[str] = "give --model DIR"
 
@@ -243,6 +244,31 @@ class HFModel(Backend):
                 mask[row, span] = 1
         return input_ids.to(self.device), mask.to(self.device), pad
 
+    # a pass's activations may take this share of the weights' bytes (and at least ACTIVATION_FLOOR)
+    ACTIVATION_SHARE = 0.05
+    ACTIVATION_FLOOR = 64 * 2**20
+
+    def tokens_per_pass(self) -> int:
+        """How many tokens one forward pass holds: the widest layer's activations (the MLP's intermediate, about
+        four live copies per token) within ACTIVATION_SHARE of the weights' bytes. A real checkpoint runs a probe's
+        prompts in one pass; a model with outsized layers in several, so its peak memory stays near its weights."""
+        model = self.loaded_model
+        if self.weight_bytes is None:
+            self.weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        config = getattr(model, "config", None)
+        widest = max(getattr(config, "intermediate_size", None) or 0, 4 * (getattr(config, "hidden_size", 0) or 0))
+        per_token = 4 * widest * max(2, next(model.parameters()).element_size())
+        return max(1, int(max(self.ACTIVATION_SHARE * self.weight_bytes, self.ACTIVATION_FLOOR) // max(1, per_token)))
+
+    def _in_passes(self, lengths: list[int], run: Callable[[int, int], list[Any]]) -> list[Any] | None:
+        """`run(start, stop)` over rows of these lengths a few rows at a time (`tokens_per_pass`), the results
+        in order; None when one pass holds them all."""
+        rows = max(1, self.tokens_per_pass() // max(max(lengths, default=1), 1))
+        if len(lengths) <= rows:
+            return None
+        return [result for start in range(0, len(lengths), rows)
+                for result in run(start, min(start + rows, len(lengths)))]
+
     def generate(self, batch: list[list[int]], *, max_new_tokens: int = 32, stop_ids: set[int] | None = None,
                  padding_side: str = "left", pad_token_id: int | None = None, attention_mask: bool = True,
                  **settings: Any) -> list[list[int]]:
@@ -258,6 +284,8 @@ class HFModel(Backend):
             options["eos_token_id"] = sorted(stops) or None
         if attention_mask:
             options["attention_mask"] = mask
+        if input_ids.numel() > self.tokens_per_pass():  # the prompt in slices of the sequence (same replies)
+            options["prefill_chunk_size"] = max(1, self.tokens_per_pass() // len(batch))
         options.update(settings)
         # the model's own greedy pass, as score() would see it: masked, left-padded (or one row), not sampled
         remember = (attention_mask and (padding_side == "left" or len(batch) == 1) and not options.get("do_sample")
@@ -332,6 +360,10 @@ class HFModel(Backend):
 
         import inspect
 
+        passes = self._in_passes([len(prompt) + len(cont) for prompt, cont in pairs],
+                                 lambda start, stop: list(zip(*self._teacher_forced(pairs[start:stop]))))
+        if passes is not None:
+            return [values for values, _ in passes], [greedy for _, greedy in passes]
         joined = [prompt + cont for prompt, cont in pairs]
         input_ids, mask, _ = self.padded(joined)
         # left-padded, every continuation ends the row: only the last positions' logits are needed (a real
