@@ -25,11 +25,13 @@ def foreign_tokenizer_dir():
     return models.foreign_tokenizer_dir("chatml")
 
 
-@pytest.mark.parametrize("used_by, status", [(None, "warn"), ("template", "fail"), ("harness", "fail")])
-def test_added_tokens_without_resized_embeddings(tmp_path, used_by, status):
+@pytest.mark.parametrize("used_by, status", [(None, "fail"), ("template", "fail"), ("harness", "fail"),
+                                             ("class-default", "warn")])
+def test_added_tokens_without_resized_embeddings(tmp_path, monkeypatch, used_by, status):
     """Tokens added to the tokenizer without `resize_token_embeddings`: their ids index beyond the embedding. A
-    fail when the user's path uses one (the chat template writes it, the harness sends it); a warn when nothing on
-    the path does (a Qwen2 tokenizer class adds its default `<|endoftext|>` to a tokenizer saved without one)."""
+    fail when the checkpoint's tokenizer files list them or the user's path uses one (the template writes it, the
+    harness sends it); a warn for a token only the tokenizer class adds when it loads, which nothing on the path
+    uses (a Qwen2 tokenizer class adds its default `<|endoftext|>` to a tokenizer saved without one)."""
     from transformers import AutoTokenizer
 
     model = copy_model(tmp_path)
@@ -38,6 +40,14 @@ def test_added_tokens_without_resized_embeddings(tmp_path, used_by, status):
     if used_by == "template":
         tokenizer.chat_template = tokenizer.chat_template.replace("<|im_start|>assistant", "<tool_call>assistant")
     tokenizer.save_pretrained(model)
+    if used_by == "class-default":  # the files as saved before the tokens were added: a load adds them
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy2(chat_model_dir("chatml") / name, tmp_path / name)
+        from ladder.probes import tokenizer_match
+
+        saved = tokenizer_match.saved_added_tokens(str(tmp_path))
+        assert "<tool_call>" not in saved and "<|im_end|>" in saved
+        monkeypatch.setattr(tokenizer_match, "saved_added_tokens", lambda folder: saved)
     transcript = tmp_path / "sent.jsonl"
     transcript.write_text(json.dumps({"prompt": "Call it.", "input": "<|im_start|>user\nCall <tool_call> it."
                                       "<|im_end|>\n<|im_start|>assistant\n", "output": "5"}) + "\n")
@@ -47,7 +57,7 @@ def test_added_tokens_without_resized_embeddings(tmp_path, used_by, status):
     assert result.status.value == status, result.summary
     assert result.evidence["tokenizer_size"] > result.evidence["embedding_rows"]
     assert "<tool_call>" in result.summary and "index beyond" in result.summary
-    assert bool(result.evidence["ids_beyond_embedding_on_your_path"]) == (status == "fail")
+    assert bool(result.evidence["ids_beyond_embedding_on_your_path"]) == (used_by in ("template", "harness"))
 
 
 @pytest.mark.parametrize("name, status", [("eos", "fail"), ("bos", "warn")])

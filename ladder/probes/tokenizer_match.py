@@ -146,17 +146,24 @@ class TokenizerMatch(Probe):
             return problem
         if beyond:
             on_path = sorted(set(beyond) & path_token_ids(tokenizer, run, in_use))
+            saved = saved_added_tokens(ctx.case.model)
+            declared = [i for i in beyond if tokenizer.convert_ids_to_tokens(i) in saved]
             names = ", ".join(map(repr, tokenizer.convert_ids_to_tokens(beyond[:8])))
             overflow = (f"the tokenizer has {size} tokens (ids up to {top_id}) but the embedding has {rows} rows: "
                         f"{len(beyond)} ids index beyond it ({names})")
             evidence["ids_beyond_embedding_on_your_path"] = on_path[:20]
+            evidence["ids_beyond_embedding_saved_with_the_checkpoint"] = declared[:20]
             if on_path:
                 problems.append(f"{overflow}, and your path uses {len(on_path)} of them "
                                 f"({', '.join(map(repr, tokenizer.convert_ids_to_tokens(on_path[:8])))})")
-            else:  # text that holds them would break; the template, the special tokens and your prompts do not
-                warnings.append(f"{overflow}; none is written by the template, a special token, or in what your "
-                                "harness sent: a hazard for text that holds them")
-            beyond = on_path
+            elif declared:  # tokens added to the checkpoint's tokenizer without resizing its embeddings
+                problems.append(f"{overflow}: tokens added to the checkpoint's tokenizer without resizing the "
+                                "model's embeddings; any text that holds them breaks the model")
+            else:  # only the tokenizer class's defaults, added at load, and nothing on the path uses them
+                warnings.append(f"{overflow}: not in the checkpoint's tokenizer files (the tokenizer class adds them "
+                                "when it loads) and none is written by the template, a special token, or in what "
+                                "your harness sent: a hazard for text that holds them")
+            beyond = sorted(set(on_path) | set(declared))
         # Which tokenizer belongs to the model? Compare the one in use with one known to belong:
         # the checkpoint's own against the harness's, and the base's against the checkpoint's.
         text = _probe_text(tokenizer, [p["prompt"] for p in probe_prompts(ctx.case)])
@@ -343,6 +350,24 @@ def _nats_per_char(model, tokenizer, text: str, rows: int) -> float | None:
         return None
     values = model.score([(ids[:1], ids[1:])])[0]
     return round(-sum(values) / max(1, len(text)), 4)
+
+
+def saved_added_tokens(folder: str | None) -> set[str]:
+    """The added tokens the checkpoint's tokenizer files list (tokenizer.json's `added_tokens`,
+    tokenizer_config.json's `added_tokens_decoder`): what was added to it, not what a tokenizer class adds by
+    default when it loads."""
+    import json
+    from pathlib import Path
+
+    found: set[str] = set()
+    for name, key in (("tokenizer.json", "added_tokens"), ("tokenizer_config.json", "added_tokens_decoder")):
+        try:
+            entries = json.loads((Path(folder or "") / name).read_text(encoding="utf-8")).get(key) or []
+        except (OSError, ValueError, AttributeError):
+            continue
+        entries = entries.values() if isinstance(entries, dict) else entries
+        found.update(entry["content"] for entry in entries if isinstance(entry, dict) and "content" in entry)
+    return found
 
 
 def path_token_ids(tokenizer, run, in_use: set[int]) -> set[int]:
