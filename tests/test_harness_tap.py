@@ -133,6 +133,41 @@ def evaluate(x: list[str]):
     assert len(kept.calls[0]["generate"]) == 2, "a function that returns a list for one prompt keeps its record"
 
 
+def test_a_function_that_takes_chat_messages_is_called_with_one_user_message(tiny, tmp_path):
+    """`chat(messages: list[dict]) -> str`, the shape of chat eval scripts: called with a string (or a list of
+    one) it raised, and that harness error blocked the whole walk. It is called with the prompt as one user
+    message: declared by its annotation or parameter name, or found when the text and list calls raise."""
+    from transformers import AutoTokenizer
+
+    harness = write(tmp_path / "h.py", HARNESS.format(model=str(tiny)) + """
+
+def _as_text(conversation):
+    return "\\n".join(m["content"] for m in conversation)
+
+def chat(messages: list[dict]) -> str:
+    return ask(_as_text(messages))
+
+def named(history):
+    return ask(_as_text(history))
+
+def unnamed(x):
+    return ask(_as_text(x))
+
+def broken(messages):
+    raise RuntimeError("out of memory")
+""")
+    asked = AutoTokenizer.from_pretrained(tiny)("What is 2 plus 3?")["input_ids"]
+    for function in ("chat", "named", "unnamed"):
+        run = run_function(f"{harness}:{function}", ["What is 2 plus 3?"])
+        assert run.ok, (function, run.error)
+        assert run.calls[0]["called_with"] == "the prompt as one user message (a chat)", function
+        assert run.sent(0)["input_ids"] == [asked] and len(run.calls[0]["generate"]) == 1, function
+    failed = run_function(f"{harness}:broken", ["What is 2 plus 3?"])
+    assert not failed.ok and "out of memory" in failed.error["message"], "the declared form's error stands"
+    plain = run_function(f"{harness}:ask", ["What is 2 plus 3?"])
+    assert "called_with" not in plain.calls[0], "a text harness is called with text"
+
+
 def test_an_async_or_streaming_harness_is_run_to_its_reply(tiny, tmp_path):
     """`async def ask(prompt)` (an AsyncOpenAI client, a generate run in a thread) returns a coroutine and a
     streaming harness a generator: both were recorded as an object's repr with no generate call, so every

@@ -106,6 +106,33 @@ def test_a_harness_that_decodes_by_hand_is_judged_on_what_it_sent(tmp_path, temp
     assert rung(report, "generation-config").status.value == "skip", "its stopping is its own code"
 
 
+CHAT_MESSAGES_HARNESS = '''
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained({model!r})
+model = AutoModelForCausalLM.from_pretrained({model!r})
+
+
+def chat(messages: list[dict]) -> str:
+    if {templated!r}:
+        inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True,
+                                               return_tensors="pt")
+    else:  # the conversation's text, sent raw
+        inputs = tokenizer("\\n".join(m["content"] for m in messages), return_tensors="pt")
+    out = model.generate(**inputs, max_new_tokens=16, do_sample=False)
+    return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+'''
+
+
+@pytest.mark.parametrize("templated, verdict", [(False, "fail"), (True, "pass")])
+def test_a_harness_that_takes_chat_messages_is_judged_on_what_it_sent(tmp_path, templated, verdict):
+    """`chat(messages) -> str` is asked the prompts as user messages: raw text fails, the template passes."""
+    model = chat_model_dir("chatml")
+    (tmp_path / "harness.py").write_text(CHAT_MESSAGES_HARNESS.format(model=str(model), templated=templated))
+    report, _ = run_rungs(tmp_path, ["prompt-format"], model=model, harness=f"{tmp_path / 'harness.py'}:chat")
+    assert rung(report, "prompt-format").status.value == verdict, rung(report, "prompt-format").summary
+
+
 def test_replies_agree_on_their_first_words_and_empty_only_with_empty():
     from ladder.harness.compare import disagreement, replies_agree
 

@@ -197,9 +197,9 @@ def run_function(spec: str, prompts: list[str], *, timeout: float = 300.0,
                 started = time.perf_counter()
                 call = {"prompt": prompt, "output": None}
                 try:
-                    output, listed = _ask(function, prompt, tap, timeout)
-                    if listed:
-                        call["called_with"] = "a list of one prompt"
+                    output, called_with = _ask(function, prompt, tap, timeout)
+                    if called_with:
+                        call["called_with"] = CALLED_WITH[called_with]
                     text = reply_text(output)
                     call["output"] = text if text is not None else repr(output)
                     if not isinstance(output, str):
@@ -381,53 +381,82 @@ def lm_eval_sample(item: dict[str, Any]) -> dict[str, Any]:
 
 
 LIST_PARAMETERS = {"prompts", "texts", "inputs", "questions", "queries", "batch", "requests", "contexts"}
+MESSAGE_PARAMETERS = {"messages", "conversation", "chat", "history", "dialog", "dialogue", "turns", "msgs"}
 
 
-def takes_a_list(function: Any) -> bool:
-    """Whether a harness function says it takes a list of prompts: its first parameter annotated as a list
-    (or sequence) or named like one (`prompts`, `texts`, ...). Others are called with a string first."""
+def _first_parameter(function: Any) -> tuple[str, str] | None:
+    """The name and annotation (as text, lower case) of a function's first parameter."""
     import inspect
 
     try:
         first = next(iter(inspect.signature(function).parameters.values()))
     except (TypeError, ValueError, StopIteration):
-        return False
+        return None
     annotation = first.annotation if isinstance(first.annotation, str) else repr(first.annotation)
-    return first.name in LIST_PARAMETERS or any(word in annotation.lower() for word in ("list", "sequence", "iterable"))
+    return first.name, annotation.lower()
 
 
-def _ask(function: Any, prompt: str, tap: Any, timeout: float) -> tuple[Any, bool]:
-    """A harness function's reply to one prompt, and whether it took a list of one prompt (`generate(prompts)
-    -> list`): tried first when `takes_a_list` says so, else after a string call that returned a list that is
-    not a reply (it ran on the prompt's characters). A list call counts only when it returns a list of one
-    reply; otherwise the string call's result stands, and a list call that raises was only a guess. Only the
+def takes_a_list(function: Any) -> bool:
+    """Whether a harness function says it takes a list of prompts: its first parameter annotated as a list
+    (or sequence) or named like one (`prompts`, `texts`, ...). Others are called with a string first."""
+    first = _first_parameter(function)
+    return first is not None and (first[0] in LIST_PARAMETERS
+                                  or any(word in first[1] for word in ("list", "sequence", "iterable")))
+
+
+def takes_messages(function: Any) -> bool:
+    """Whether a harness function says it takes chat messages (`chat(messages: list[dict]) -> str`): its first
+    parameter named like a conversation (`messages`, `history`, ...) or annotated with dicts or messages."""
+    first = _first_parameter(function)
+    return first is not None and (first[0] in MESSAGE_PARAMETERS
+                                  or any(word in first[1] for word in ("dict", "message", "mapping")))
+
+
+CALLED_WITH = {"list": "a list of one prompt", "messages": "the prompt as one user message (a chat)"}
+
+
+def _ask(function: Any, prompt: str, tap: Any, timeout: float) -> tuple[Any, str | None]:
+    """A harness function's reply to one prompt, and how it was called: None (with the prompt's text), "list"
+    (`generate(prompts) -> list`: a list of one prompt) or "messages" (`chat(messages) -> str`: the prompt as
+    one user message). The form the function declares (`takes_messages`, `takes_a_list`, else text) is tried
+    first; the others are guesses, tried when it raises or when a text call returned a list that is not a
+    reply (it ran on the prompt's characters). A list call counts only when it returns a list of one reply, a
+    messages call when it returns a reply; when every form fails, the declared form's error stands. Only the
     counted call's generate records stay on the tap."""
     recorded = len(tap.calls)
+    forms: dict[str | None, Any] = {None: prompt, "list": [prompt], "messages": [{"role": "user", "content": prompt}]}
+    order = (["messages", None, "list"] if takes_messages(function)
+             else ["list", None, "messages"] if takes_a_list(function) else [None, "list", "messages"])
     by_string = None
-    order = [[prompt], prompt] if takes_a_list(function) else [prompt, [prompt]]
-    for argument in order:
+    declared_error: BaseException | None = None
+    for form in order:
+        argument = forms[form]
         try:
             output = _call_with_timeout(lambda: function(argument), timeout)
         except HarnessTimeout:
             raise
-        except BaseException:
+        except BaseException as exc:
             del tap.calls[recorded:]
-            if isinstance(argument, list):  # a list was a guess: the string call decides
-                continue
-            raise
+            declared_error = declared_error or exc
+            continue
         records = tap.calls[recorded:]
         del tap.calls[recorded:]
-        if isinstance(argument, list) and isinstance(output, (list, tuple)) and len(output) == 1 \
-                and reply_text(output[0]) is not None:
-            tap.calls.extend(records)
-            return reply_text(output[0]), True
-        if isinstance(argument, str):
+        if form is None:
             by_string = (output, records)
             if not isinstance(output, (list, tuple)) or reply_text(output) is not None:
                 break
+        elif form == "list" and isinstance(output, (list, tuple)) and len(output) == 1 \
+                and reply_text(output[0]) is not None:
+            tap.calls.extend(records)
+            return reply_text(output[0]), form
+        elif form == "messages" and reply_text(output) is not None:
+            tap.calls.extend(records)
+            return output, form
+    if by_string is None:
+        raise declared_error if declared_error is not None else TypeError("the harness returned no reply")
     output, records = by_string
     tap.calls.extend(records)
-    return output, False
+    return output, None
 
 
 REPLY_KEYS = ("generated_text", "text", "content", "response", "output", "completion", "answer", "reply")
