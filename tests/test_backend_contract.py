@@ -168,14 +168,18 @@ def test_a_model_whose_activations_outweigh_the_budget_is_run_in_slices_with_the
     """A pass's activations stay within a share of the weights: generate slices the prompt's prefill
     (`prefill_chunk_size`), scoring runs a few rows at a time. Forced here with a budget of a few tokens: the
     replies and the scores are those of the single pass."""
+    import torch
+
     from ladder.backends.hf import HFModel
     from ladder.fixtures import models
+    from ladder.probes.degeneration import free_run
 
     hf = HFModel.load(str(models.chat_model_dir("chatml")))
     try:
         prompts = [hf.render([{"role": "user", "content": f"What is {a} plus {b}?"}]) for a, b in ((1, 2), (3, 5), (7, 1))]
         prompts.append(hf.tokenize("What is 4 plus"))
         whole = hf.generate(prompts, max_new_tokens=8)
+        free, _, free_logits = free_run(hf, prompts, 8)
         pairs = [(p, r) for p, r in zip(prompts, whole) if r]
         scores, greedy = hf.greedy_agreement(pairs)
         assert hf.tokens_per_pass() >= 8192, "a fixture model's prompts fit one pass"
@@ -183,6 +187,13 @@ def test_a_model_whose_activations_outweigh_the_budget_is_run_in_slices_with_the
         monkeypatch.setattr(HFModel, "ACTIVATION_SHARE", 1e-5)
         assert hf.tokens_per_pass() < len(prompts[0])
         assert hf.generate(prompts, max_new_tokens=8) == whole
+        assert hf.prefill_options(hf.padded(prompts)[0]), "the prompts' prefill is sliced"
+        seen, plain = [], hf.network.generate
+        monkeypatch.setattr(hf.network, "generate", lambda **kw: seen.append(kw) or plain(**kw))
+        sliced_free, _, sliced_logits = free_run(hf, prompts, 8)  # degeneration's own generate call
+        assert seen[0].get("prefill_chunk_size"), "degeneration's prefill is sliced too"
+        assert sliced_free == free
+        assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(sliced_logits, free_logits))
         sliced_scores, sliced_greedy = hf.greedy_agreement(pairs)
         assert sliced_greedy == greedy
         assert all(a == pytest.approx(b, abs=1e-4) for a, b in zip(sliced_scores, scores))

@@ -260,6 +260,13 @@ class HFModel(Backend):
         per_token = 4 * widest * max(2, next(model.parameters()).element_size())
         return max(1, int(max(self.ACTIVATION_SHARE * self.weight_bytes, self.ACTIVATION_FLOOR) // max(1, per_token)))
 
+    def prefill_options(self, input_ids) -> dict[str, int]:
+        """generate's options for this padded prompt batch: `prefill_chunk_size` when the prompt is wider than a
+        pass holds (`tokens_per_pass`), so its prefill runs in slices of the sequence (the same replies)."""
+        if input_ids.numel() <= self.tokens_per_pass():
+            return {}
+        return {"prefill_chunk_size": max(1, self.tokens_per_pass() // input_ids.shape[0])}
+
     def _in_passes(self, lengths: list[int], run: Callable[[int, int], list[Any]]) -> list[Any] | None:
         """`run(start, stop)` over rows of these lengths a few rows at a time (`tokens_per_pass`), the results
         in order; None when one pass holds them all."""
@@ -284,8 +291,7 @@ class HFModel(Backend):
             options["eos_token_id"] = sorted(stops) or None
         if attention_mask:
             options["attention_mask"] = mask
-        if input_ids.numel() > self.tokens_per_pass():  # the prompt in slices of the sequence (same replies)
-            options["prefill_chunk_size"] = max(1, self.tokens_per_pass() // len(batch))
+        options.update(self.prefill_options(input_ids))
         options.update(settings)
         # the model's own greedy pass, as score() would see it: masked, left-padded (or one row), not sampled
         remember = (attention_mask and (padding_side == "left" or len(batch) == 1) and not options.get("do_sample")

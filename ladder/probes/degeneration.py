@@ -100,7 +100,8 @@ def free_run(hf, prompts_ids: list[list[int]], max_new_tokens: int):
         out = hf.network.generate(input_ids=input_ids, attention_mask=mask, do_sample=False,
                                   max_new_tokens=max_new_tokens, pad_token_id=pad,
                                   eos_token_id=sorted(stops) or None, output_logits=True,
-                                  return_dict_in_generate=True, repetition_penalty=1.0)
+                                  return_dict_in_generate=True, repetition_penalty=1.0,
+                                  **hf.prefill_options(input_ids))
     new = out.sequences[:, input_ids.shape[1]:].tolist()
     replies, stopped = [], []
     for row in new:

@@ -88,6 +88,9 @@ def nonfinite_weights(model) -> list[dict[str, Any]]:
         for name, tensor in itertools.chain(named_weights(model), model.named_buffers()):
             if not tensor.is_floating_point() or tensor.device.type == "meta":
                 continue
+            # a finite sum means every value is finite (one read, no copy); else count them
+            if math.isfinite(tensor.sum(dtype=torch.float64 if tensor.dtype == torch.float64 else torch.float32)):
+                continue
             bad = (~torch.isfinite(tensor)).sum().item()
             if bad:
                 found.append({"tensor": name, "nonfinite": int(bad), "of": int(tensor.numel())})
@@ -108,7 +111,9 @@ def forward_max_abs(model, batch) -> tuple[Any, list[float]]:
         def hook(_module, _args, output):
             tensor = first_tensor(output)
             if tensor is not None and tensor.is_floating_point() and tensor.numel():
-                top = tensor.detach().abs().max().float().item()
+                low, high = torch.aminmax(tensor.detach())  # no |x| copy of a wide layer's output
+                low, high = low.float().item(), high.float().item()
+                top = math.nan if math.isnan(low) or math.isnan(high) else max(-low, high)
                 if math.isnan(top):
                     maxima[index] = top
                 elif not math.isnan(maxima[index]) and top > maxima[index]:
