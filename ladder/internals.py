@@ -137,6 +137,49 @@ def decoder_layers(model) -> tuple[str, list]:
     return name, list(module)
 
 
+MLP_NAMES = ("mlp", "feed_forward", "ffn")  # a decoder layer's position-wise block
+
+
+def slice_position_wise(model, limit: Callable[[], int | None]) -> None:
+    """From now on each decoder layer's MLP runs on at most `limit()` tokens at a time (None: all at once), the
+    slices' outputs joined along the sequence. An MLP is position-wise (a token's output depends on that token
+    alone), so the values are the same; what changes is its transient activations, which for an outsized MLP
+    (a widened intermediate) are the biggest allocation of a probe batch's forward pass. Installed once per
+    module as a method bound to it (a deep copy of the model computes with its own weights); the module's own
+    `forward` is kept (accelerate's hooks stay); an MLP returning more than a tensor (a mixture of experts with
+    its router logits) runs whole."""
+    import types
+
+    import torch
+
+    _, layers = decoder_layers(model)
+    for layer in layers:
+        mlp = next((getattr(layer, name) for name in MLP_NAMES
+                    if isinstance(getattr(layer, name, None), torch.nn.Module)), None)
+        if mlp is None or "_ladder_whole_forward" in mlp.__dict__:
+            continue
+        mlp.__dict__["_ladder_whole_forward"] = mlp.__dict__.get("forward")
+        mlp.__dict__["_ladder_slice_limit"] = limit
+        mlp.forward = types.MethodType(_sliced_forward, mlp)
+
+
+def _sliced_forward(module, hidden, *args, **kwargs):
+    import torch
+
+    own = module.__dict__.get("_ladder_whole_forward")
+    whole = own if own is not None else type(module).forward.__get__(module)
+    tokens = module.__dict__["_ladder_slice_limit"]()
+    if tokens is None or not isinstance(hidden, torch.Tensor) or hidden.dim() != 3 \
+            or hidden.shape[0] * hidden.shape[1] <= tokens:
+        return whole(hidden, *args, **kwargs)
+    step = max(1, tokens // hidden.shape[0])
+    first = whole(hidden[:, :step], *args, **kwargs)
+    if not isinstance(first, torch.Tensor):
+        return whole(hidden, *args, **kwargs)
+    rest = [whole(hidden[:, start:start + step], *args, **kwargs) for start in range(step, hidden.shape[1], step)]
+    return torch.cat([first, *rest], dim=1)
+
+
 def final_norm(model):
     """The norm applied after the last decoder layer (None when the model has none)."""
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None

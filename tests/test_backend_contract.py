@@ -172,6 +172,7 @@ def test_a_model_whose_activations_outweigh_the_budget_is_run_in_slices_with_the
 
     from ladder.backends.hf import HFModel
     from ladder.fixtures import models
+    from ladder.internals import decoder_layers, probe_batch
     from ladder.probes.degeneration import free_run
 
     hf = HFModel.load(str(models.chat_model_dir("chatml")))
@@ -183,6 +184,9 @@ def test_a_model_whose_activations_outweigh_the_budget_is_run_in_slices_with_the
         pairs = [(p, r) for p, r in zip(prompts, whole) if r]
         scores, greedy = hf.greedy_agreement(pairs)
         assert hf.tokens_per_pass() >= 8192, "a fixture model's prompts fit one pass"
+        batch = probe_batch(hf, ["What is 1 plus 2?", "Name a colour.", "What is 7 plus 1?"])
+        with torch.no_grad():
+            whole_logits = hf.network(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         monkeypatch.setattr(HFModel, "ACTIVATION_FLOOR", 0)
         monkeypatch.setattr(HFModel, "ACTIVATION_SHARE", 1e-5)
         assert hf.tokens_per_pass() < len(prompts[0])
@@ -194,6 +198,18 @@ def test_a_model_whose_activations_outweigh_the_budget_is_run_in_slices_with_the
         assert seen[0].get("prefill_chunk_size"), "degeneration's prefill is sliced too"
         assert sliced_free == free
         assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(sliced_logits, free_logits))
+        # a probe's own forward pass (internals rungs): each MLP runs a few tokens at a time, the same logits;
+        # a lent harness's path is left whole
+        network, batch = hf.network, probe_batch(hf, ["What is 1 plus 2?", "Name a colour.", "What is 7 plus 1?"])
+        mlp_calls = []
+        decoder_layers(network)[1][0].mlp.down_proj.register_forward_hook(lambda *_: mlp_calls.append(1))
+        with torch.no_grad():
+            sliced_logits = network(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            assert len(mlp_calls) > 1 and torch.allclose(sliced_logits, whole_logits, atol=1e-4)
+            mlp_calls.clear()
+            with hf.unsliced():
+                network(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            assert len(mlp_calls) == 1
         sliced_scores, sliced_greedy = hf.greedy_agreement(pairs)
         assert sliced_greedy == greedy
         assert all(a == pytest.approx(b, abs=1e-4) for a, b in zip(sliced_scores, scores))

@@ -9,6 +9,8 @@ public transformers 5 APIs.
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -54,6 +56,8 @@ class HFModel(Backend):
     generated_scores: dict = field(default_factory=dict, repr=False)
     generated_scores_state: tuple | None = field(default=None, repr=False)  # `_scoring_state()` they hold for
     weight_bytes: int | None = field(default=None, repr=False)  # the weights' size, once `rows_per_pass` asks
+    slicing: bool = field(default=True, repr=False)  # ladder's own passes slice outsized MLPs (`network`)
+    sliced: bool = field(default=False, repr=False)  # whether `slice_position_wise` is installed
     name: ClassVar[str] = "hf"
     how_to_reach: ClassVar[str] = "give --model DIR"
 
@@ -223,8 +227,24 @@ class HFModel(Backend):
 
     @property
     def network(self) -> Any:
+        """The loaded network for a probe's own forward passes: its MLPs run at most `tokens_per_pass` tokens at
+        a time (`slice_position_wise`; the same values), except while a harness is lent it (`unsliced`)."""
+        from ladder.internals import slice_position_wise
+
         require(self, "weights", "hidden_states", "logits")
+        if not self.sliced:
+            slice_position_wise(self.loaded_model, lambda: self.tokens_per_pass() if self.slicing else None)
+            self.sliced = True
         return self.loaded_model
+
+    @contextlib.contextmanager
+    def unsliced(self):
+        """While the block runs, the network computes as transformers wrote it (a lent harness's path)."""
+        before, self.slicing = self.slicing, False
+        try:
+            yield self
+        finally:
+            self.slicing = before
 
     def padded(self, batch: list[list[int]], padding_side: str = "left", pad_token_id: int | None = None):
         """(input_ids, attention_mask, pad id) of `batch` padded on `padding_side`, on the model's device."""

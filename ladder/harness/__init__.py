@@ -94,7 +94,10 @@ def lent_models(case: "Case", resources: "Resources | None"):
             loaded[f"hf:{which}"] = hf
     before = {key: hf.lend_state() for key, hf in loaded.items()}
     try:
-        yield {hf.path: hf for hf in loaded.values()}
+        with contextlib.ExitStack() as unsliced:
+            for hf in loaded.values():
+                unsliced.enter_context(hf.unsliced())
+            yield {hf.path: hf for hf in loaded.values()}
     finally:
         for key, hf in loaded.items():
             if hf.loaded_model is None:
