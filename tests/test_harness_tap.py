@@ -168,6 +168,30 @@ def broken(messages):
     assert "called_with" not in plain.calls[0], "a text harness is called with text"
 
 
+def test_a_chat_ui_function_gets_an_empty_history_and_its_stream_of_the_reply_so_far_is_read_once(tiny, tmp_path):
+    """Gradio's ChatInterface shape, `respond(message, history)`, yielding the reply so far at each step: it
+    raised for want of a history, and a stream of growing texts joined piece by piece repeats the reply."""
+    harness = write(tmp_path / "h.py", HARNESS.format(model=str(tiny)) + """
+
+def respond(message, history):
+    assert history == []
+    reply = ask(message)
+    for end in range(1, len(reply) + 1):
+        yield reply[:end]
+
+def deltas(message, history=None):
+    yield from ask(message)
+""")
+    plain = run_function(f"{harness}:ask", ["What is 2 plus 3?"]).calls[0]["output"]
+    assert len(plain) > 1
+    run = run_function(f"{harness}:respond", ["What is 2 plus 3?"])
+    assert run.ok, run.error
+    assert run.calls[0]["output"] == plain and run.calls[0]["called_with"].startswith("the prompt and an empty history")
+    assert len(run.calls[0]["generate"]) == 1
+    joined = run_function(f"{harness}:deltas", ["What is 2 plus 3?"])
+    assert joined.calls[0]["output"] == plain and "called_with" not in joined.calls[0], "pieces are joined"
+
+
 def test_an_async_or_streaming_harness_is_run_to_its_reply(tiny, tmp_path):
     """`async def ask(prompt)` (an AsyncOpenAI client, a generate run in a thread) returns a coroutine and a
     streaming harness a generator: both were recorded as an object's repr with no generate call, so every

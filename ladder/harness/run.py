@@ -94,8 +94,8 @@ def _harness_traceback(exc: BaseException) -> str:
 
 def settled(value: Any) -> Any:
     """What a harness call finally gives: an `async def` harness's coroutine run to its result (on a fresh
-    event loop in the calling thread), a streaming harness's generator of text pieces joined into the reply.
-    Anything else as it is."""
+    event loop in the calling thread), a streaming harness's generator of text pieces joined into the reply (or,
+    when each piece extends the one before, the last: a stream of the reply so far). Anything else as it is."""
     import asyncio
     import inspect
 
@@ -112,7 +112,12 @@ def settled(value: Any) -> Any:
             parts = asyncio.run(pieces())
         else:
             parts = list(value)
-        return "".join(parts) if all(isinstance(part, str) for part in parts) else parts
+        if not all(isinstance(part, str) for part in parts):
+            return parts
+        if len(parts) > 1 and all(len(after) > len(before) and after.startswith(before)
+                                  for before, after in zip(parts, parts[1:])):
+            return parts[-1]  # each piece is the reply so far (a chat UI's stream), not the next piece
+        return "".join(parts)
     return value
 
 
@@ -412,7 +417,25 @@ def takes_messages(function: Any) -> bool:
                                   or any(word in first[1] for word in ("dict", "message", "mapping")))
 
 
-CALLED_WITH = {"list": "a list of one prompt", "messages": "the prompt as one user message (a chat)"}
+CALLED_WITH = {"list": "a list of one prompt", "messages": "the prompt as one user message (a chat)",
+               "history": "the prompt and an empty history (a chat UI's fn(message, history))"}
+
+
+HISTORY_PARAMETERS = {"history", "chat_history"}
+
+
+def takes_a_history(function: Any) -> bool:
+    """Whether a harness function is a chat UI's `fn(message, history)` (Gradio's ChatInterface): a required
+    second parameter named `history` or `chat_history`."""
+    import inspect
+
+    try:
+        parameters = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    return len(parameters) >= 2 and parameters[1].name in HISTORY_PARAMETERS \
+        and parameters[1].default is inspect.Parameter.empty \
+        and parameters[1].kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
 def _ask(function: Any, prompt: str, tap: Any, timeout: float) -> tuple[Any, str | None]:
@@ -422,7 +445,10 @@ def _ask(function: Any, prompt: str, tap: Any, timeout: float) -> tuple[Any, str
     first; the others are guesses, tried when it raises or when a text call returned a list that is not a
     reply (it ran on the prompt's characters). A list call counts only when it returns a list of one reply, a
     messages call when it returns a reply; when every form fails, the declared form's error stands. Only the
-    counted call's generate records stay on the tap."""
+    counted call's generate records stay on the tap. A chat UI's `fn(message, history)` is called with the
+    prompt and an empty history ("history")."""
+    if takes_a_history(function):
+        return _call_with_timeout(lambda: function(prompt, []), timeout), "history"
     recorded = len(tap.calls)
     forms: dict[str | None, Any] = {None: prompt, "list": [prompt], "messages": [{"role": "user", "content": prompt}]}
     order = (["messages", None, "list"] if takes_messages(function)
