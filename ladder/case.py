@@ -210,6 +210,13 @@ def check_paths_exist(case: Case) -> None:
                                     case.source))
         elif target.endswith(".py") and not Path(target).is_file():
             problems.append(Problem(f"{key.replace('_', '-')}: {target} does not exist", case.source))
+    if case.transcript and Path(case.transcript).is_file():  # unreadable lines are bad input, not a rung error
+        from ladder.harness.run import read_transcript
+
+        unreadable = read_transcript(case.transcript).error
+        if unreadable:
+            problems.append(Problem(f"transcript: {unreadable['message']} (the format: docs/transcript.md)",
+                                    case.source))
     if case.harness_cmd is not None and not case.harness_cmd.strip():
         problems.append(Problem("harness-cmd is empty: give the command that prompts the model", case.source))
     if problems:

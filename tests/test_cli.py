@@ -175,6 +175,8 @@ BAD_INPUTS = {
     "unknown device": (["probe", "--device", "tpu"], "device"),
     "non-utf8 ladder": (["validate", "latin1.yaml"], "not UTF-8"),
     "binary case file": (["probe", "nul.yaml"], "is not YAML text"),
+    "transcript line not JSON": (["probe", "--transcript", "bad.jsonl"], "bad.jsonl:2: not JSON"),
+    "transcript of chat messages only": (["probe", "--transcript", "chat.jsonl"], "chat.jsonl:1: holds chat `messages`"),
 }
 
 
@@ -206,6 +208,8 @@ def test_bad_input_exits_2_with_a_message(tmp_path, name):
     (tmp_path / "h.py").write_text("def run(p):\n    return p\n")
     (tmp_path / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
     (tmp_path / "nul.yaml").write_bytes(b"a\x00b: 1\n")
+    (tmp_path / "bad.jsonl").write_text('{"input": "Hi", "output": "Hello"}\n{not json\n')
+    (tmp_path / "chat.jsonl").write_text('{"messages": [{"role": "user", "content": "Hi"}], "response": "Hello"}\n')
     args, message = BAD_INPUTS[name]
     result = run_cli(*args, cwd=tmp_path)
     assert result.returncode == 2, (result.stdout, result.stderr)

@@ -330,7 +330,11 @@ def read_transcript(path: str) -> HarnessRun:
             problem = "not a JSON object"
         elif problem is None:
             item = lm_eval_sample(item)
-            if "input" not in item and "input_ids" not in item:
+            if "input" not in item and "input_ids" not in item and "messages" in item:
+                problem = ("holds chat `messages`, not the text the model was given (a server rendered them): "
+                           "record that text as `input` (or its ids as `input_ids`), or check the server itself "
+                           "with --endpoint URL")
+            elif "input" not in item and "input_ids" not in item:
                 problem = "has neither `input` (text) nor `input_ids`"
             elif "input" in item and not isinstance(item["input"], str):
                 problem = "`input` must be a string"
