@@ -155,6 +155,9 @@ def unnamed(x):
 
 def broken(messages):
     raise RuntimeError("out of memory")
+
+def text_named_like_a_chat(history: str):
+    return ask(f"{history}")
 """)
     asked = AutoTokenizer.from_pretrained(tiny)("What is 2 plus 3?")["input_ids"]
     for function in ("chat", "named", "unnamed"):
@@ -166,6 +169,9 @@ def broken(messages):
     assert not failed.ok and "out of memory" in failed.error["message"], "the declared form's error stands"
     plain = run_function(f"{harness}:ask", ["What is 2 plus 3?"])
     assert "called_with" not in plain.calls[0], "a text harness is called with text"
+    annotated = run_function(f"{harness}:text_named_like_a_chat", ["What is 2 plus 3?"])
+    assert "called_with" not in annotated.calls[0] and annotated.sent(0)["input_ids"] == [asked], \
+        "annotated as text: never handed messages (it would format their repr)"
 
 
 def test_a_chat_ui_function_gets_an_empty_history_and_its_stream_of_the_reply_so_far_is_read_once(tiny, tmp_path):

@@ -390,7 +390,7 @@ def lm_eval_sample(item: dict[str, Any]) -> dict[str, Any]:
 
 
 LIST_PARAMETERS = {"prompts", "texts", "inputs", "questions", "queries", "batch", "requests", "contexts"}
-MESSAGE_PARAMETERS = {"messages", "conversation", "chat", "history", "dialog", "dialogue", "turns", "msgs"}
+MESSAGE_PARAMETERS = {"messages", "conversation", "history", "chat_history", "dialog", "dialogue", "msgs"}
 
 
 def _first_parameter(function: Any) -> tuple[str, str] | None:
@@ -417,8 +417,13 @@ def takes_messages(function: Any) -> bool:
     """Whether a harness function says it takes chat messages (`chat(messages: list[dict]) -> str`): its first
     parameter named like a conversation (`messages`, `history`, ...) or annotated with dicts or messages."""
     first = _first_parameter(function)
-    return first is not None and (first[0] in MESSAGE_PARAMETERS
-                                  or any(word in first[1] for word in ("dict", "message", "mapping")))
+    if first is None:
+        return False
+    name, annotation = first
+    if any(word in annotation for word in ("dict", "message", "mapping")):
+        return True
+    text_only = "str" in annotation  # `history: str` is text, whatever its name
+    return name in MESSAGE_PARAMETERS and not text_only
 
 
 CALLED_WITH = {"list": "a list of one prompt", "messages": "the prompt as one user message (a chat)",
