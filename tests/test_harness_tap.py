@@ -288,6 +288,17 @@ def loop(prompt, cache=False, steps=4):
 def no_cache(prompt):
     return loop(prompt)
 
+@torch.no_grad()
+def kv_cache_named_cache(prompt, steps=4):  # transformers' newer keyword: `cache=`, the output's `.cache`
+    ids = _tok(prompt, return_tensors="pt").input_ids
+    step, past = ids, None
+    for _ in range(steps):
+        out = _model(input_ids=step, cache=past, use_cache=True)
+        token = out.logits[:, -1].argmax(-1, keepdim=True)
+        ids = torch.cat([ids, token], dim=1)
+        step, past = token, out["cache"] if "cache" in out else out["past_key_values"]
+    return _tok.decode(ids[0, -steps:], skip_special_tokens=True)
+
 def kv_cache(prompt):
     return loop(prompt, cache=True)
 
@@ -312,7 +323,7 @@ def test_a_harness_that_decodes_by_hand_is_recorded_by_its_forward_passes(tiny, 
     harness = write(tmp_path / "h.py", HARNESS.format(model=str(tiny)) + HAND_DECODING)
     prompts = ["What is 2 plus 3?", "Add 4 and 5."]
     sent = run_function(f"{harness}:ask", prompts)
-    for function in ("no_cache", "kv_cache"):
+    for function in ("no_cache", "kv_cache", "kv_cache_named_cache"):
         run = run_function(f"{harness}:{function}", prompts)
         assert run.ok, run.error
         assert [len(c["generate"]) for c in run.calls] == [1, 1], function

@@ -336,7 +336,8 @@ class Tap:
                 self._record_hand_decoding(state)
             return
         sequence = state["sequence"]
-        on_cache = kwargs.get("past_key_values") is not None and all(len(r) == 1 for r in rows)
+        cached = kwargs.get("cache", kwargs.get("past_key_values"))  # transformers >= 5.25 names it `cache`
+        on_cache = cached is not None and all(len(r) == 1 for r in rows)
         again = all(len(r) == len(s) + 1 and r[:-1] == s for r, s in zip(rows, sequence))
         if len(rows) != len(sequence) or not (on_cache or again):
             return
