@@ -277,3 +277,56 @@ def test_scores_of_a_generated_reply_come_from_the_generation_and_equal_a_forwar
         assert cost.get("forward_passes", 0) == 1, "a continuation the model did not generate is scored"
     finally:
         hf.close()
+
+
+def test_greedy_replies_are_generated_once_and_shared_at_any_length():
+    """The rungs that ask for the same prompts' greedy replies (the template path: prompt-format,
+    generation-config, harness-control, special-tokens) share one generation: a shorter limit reads the
+    first tokens, a longer one continues the reply instead of generating it again, and a temporary hook on the
+    network makes them be generated afresh. The replies are generate's."""
+    import contextlib
+
+    from ladder.backends.hf import HFModel
+    from ladder.fixtures import models
+    from ladder.probes.base import running_rung
+
+    @contextlib.contextmanager
+    def cost_counter():
+        running_rung.cost = {}
+        try:
+            yield running_rung.cost
+        finally:
+            del running_rung.cost
+
+    hf = HFModel.load(str(models.chat_model_dir("chatml")))
+    try:
+        # templated prompts stop after a short answer; raw text runs on (a reply to continue)
+        prompts = [hf.render([{"role": "user", "content": q}]) for q in ("What is 3+4?", "Hi")] + \
+            [hf.tokenize("What is 21+9? The sum")]
+        stops = hf.stop_ids()
+        full = hf.generate(prompts, max_new_tokens=24, stop_ids=stops)
+        hf.generated_scores.clear()
+        assert any(len(reply) > 6 for reply in full), "a reply long enough to be continued"
+        with cost_counter() as cost:
+            short = hf.greedy_replies(prompts, max_new_tokens=6, stop_ids=stops)
+        assert cost.get("generate_calls") == 1
+        assert short == [reply[:6] for reply in full]
+        with cost_counter() as cost:
+            again = hf.greedy_replies(prompts, max_new_tokens=4, stop_ids=stops)
+            assert hf.score(list(zip(prompts, again)))
+        assert cost == {}, "read off the first generation: no pass at all"
+        assert again == [reply[:4] for reply in full]
+        with cost_counter() as cost:
+            longer = hf.greedy_replies(prompts, max_new_tokens=24, stop_ids=stops)
+            hf.score(list(zip(prompts, longer)))
+        assert cost.get("generate_calls") == 1 and cost.get("forward_passes", 0) < 24, cost
+        assert longer == full
+        handle = hf.network.model.layers[0].register_forward_hook(lambda _m, _a, output: output)
+        try:
+            with cost_counter() as cost:
+                hf.greedy_replies(prompts, max_new_tokens=4, stop_ids=stops)
+            assert cost.get("generate_calls") == 1, "another state of the network: generated afresh"
+        finally:
+            handle.remove()
+    finally:
+        hf.close()

@@ -118,6 +118,11 @@ class Backend(ABC):
         attention mask (a harness's batch reproduced as it sends it)."""
         self._lacks("generate")
 
+    def greedy_replies(self, batch: list[list[int]], *, max_new_tokens: int, stop_ids: set[int]) -> list[list[int]]:
+        """`generate(batch, ...)` with ladder's own settings: the model's greedy reply to each prompt, which a
+        backend may share between the rungs that ask for it (a reply is the same whatever batch it ran in)."""
+        return self.generate(batch, max_new_tokens=max_new_tokens, stop_ids=stop_ids)
+
     def score(self, pairs: list[tuple[list[int], list[int]]]) -> list[list[float]]:
         """Per-token log-probabilities of each continuation given its prompt (teacher-forced)."""
         self._lacks("logits")

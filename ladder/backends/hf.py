@@ -328,6 +328,44 @@ class HFModel(Backend):
         count_cost("tokens_generated", sum(len(reply) for reply in replies))
         return replies
 
+    def greedy_replies(self, batch: list[list[int]], *, max_new_tokens: int, stop_ids: set[int]) -> list[list[int]]:
+        """The greedy reply to each prompt, generated once per run: a reply `generate` already produced for the
+        same prompt (remembered with its scores, in the same `_scoring_state`) is reused when it reaches one of
+        `stop_ids` or `max_new_tokens`, and continued when it is shorter. Greedy decoding is causal, so the first
+        n tokens of a longer reply are the reply generated with n; prompt-format, generation-config,
+        harness-control and special-tokens ask for the template path's replies with their own limits."""
+        stops = set(stop_ids)
+        replies: list[list[int] | None] = [None] * len(batch)
+        todo: list[tuple[int, list[int]]] = []
+        for index, prompt in enumerate(batch):
+            known = self._remembered_reply(prompt)
+            cut = cut_at_stop(known, stops) if known else []
+            if known and ((cut and cut[-1] in stops) or len(cut) >= max_new_tokens):
+                replies[index] = cut[:max_new_tokens]
+            else:
+                todo.append((index, cut))
+        if todo:
+            fresh = self.generate([batch[index] + begun for index, begun in todo], stop_ids=stops,
+                                  max_new_tokens=max(max_new_tokens - len(begun) for _, begun in todo))
+            for (index, begun), new in zip(todo, fresh):
+                if begun:
+                    self._join_remembered(batch[index], begun)
+                replies[index] = (begun + new)[:max_new_tokens]
+        return [reply or [] for reply in replies]
+
+    def _remembered_reply(self, prompt: list[int]) -> list[int] | None:
+        if self.generated_scores_state != self._scoring_state():
+            return None
+        known = self.generated_scores.get(tuple(prompt))
+        return list(known[0]) if known else None
+
+    def _join_remembered(self, prompt: list[int], begun: list[int]) -> None:
+        """After `begun` (the remembered start of prompt's reply) was continued: remember the whole reply."""
+        head = self.generated_scores.get(tuple(prompt))
+        tail = self.generated_scores.pop(tuple(prompt + begun), None)
+        if head and tail and list(head[0][:len(begun)]) == begun:
+            self.generated_scores[tuple(prompt)] = (tuple(begun) + tail[0], list(head[1][:len(begun)]) + tail[1])
+
     MAX_REMEMBERED = 1024
 
     def _remember_scores(self, batch: list[list[int]], replies: list[list[int]], step_logits) -> None:

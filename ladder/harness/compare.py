@@ -145,11 +145,11 @@ def stop_set(model: "Backend", analysis: TemplateAnalysis | None) -> set[int]:
 
 def generate_cut(model: "Backend", prompts: list[list[int]], stops: set[int], max_new_tokens: int,
                  batch_size: int = 16) -> list[list[int]]:
-    """Greedy replies (batched), each cut after its first stop id."""
+    """Greedy replies (batched), each cut after its first stop id; shared between rungs (`greedy_replies`)."""
     replies: list[list[int]] = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start:start + batch_size]
-        replies.extend(model.generate(chunk, max_new_tokens=max_new_tokens, stop_ids=stops))
+        replies.extend(model.greedy_replies(chunk, max_new_tokens=max_new_tokens, stop_ids=stops))
     return replies
 
 
