@@ -10,11 +10,11 @@ What it checks:
     per decoder layer the largest |activation| against the dtype's largest finite value, and the
     KL divergence of the next-token distributions. A reduced precision is applied one block (decoder
     layer, embedding, head) at a time, so the model is never copied: at most one layer exists twice.
-    No pass is made twice: the float32 reference of a float32 model is also the first of the two
-    identical passes and the loaded attention implementation's side of eager vs SDPA.
     Whether your harness called the model in training mode (from the tap's recordings, when a
-    harness ran), and whether two identical forward passes in that mode agree (dropout active).
-    Where the model offers both, the eager and SDPA attention implementations on the same batch.
+    harness ran), and whether two identical forward passes of the batch's first two prompts in that
+    mode agree (dropout active). Where the model offers both, the eager and SDPA attention
+    implementations on the batch's most and least padded prompts (the float32 reference of a float32
+    model is the loaded implementation's side: no pass is made twice).
 
 Why it matters:
     A model trained in bfloat16 and run in float16 can overflow to inf in its residual stream:
@@ -68,6 +68,9 @@ class NumericsParams(BaseModel):
                                   description="Share of the dtype's largest finite value an activation may reach.")
     repeat_tolerance: float = Field(default=1e-4, ge=0,
                                     description="Largest logit difference between two identical forward passes.")
+    attention_prompts: int = Field(default=2, ge=1,
+                                   description="Prompts of the batch eager and SDPA attention are compared on: the "
+                                               "most and the least padded.")
     attention_kl_threshold: float = Field(default=1e-3, ge=0,
                                           description="Mean KL, eager vs SDPA attention, beyond which they disagree.")
 
@@ -133,12 +136,25 @@ def forward_max_abs(model, batch) -> tuple[Any, list[float]]:
     return out.logits.float(), maxima
 
 
-def first_rows(batch, count: int):
-    """The first `count` rows of a probe batch (same width and padding), for a pass on part of it."""
+def batch_rows(batch, rows: list[int]):
+    """These rows of a probe batch (same width and padding), for a pass on part of it."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(input_ids=batch.input_ids[:count], attention_mask=batch.attention_mask[:count],
-                           position_ids=batch.position_ids[:count])
+    return SimpleNamespace(input_ids=batch.input_ids[rows], attention_mask=batch.attention_mask[rows],
+                           position_ids=batch.position_ids[rows])
+
+
+def padding_extremes(batch, count: int) -> list[int]:
+    """`count` rows of the batch, the most padded and the least padded first: where attention implementations
+    that mask padding differently disagree, and where they must agree anyway."""
+    lengths = batch.attention_mask.sum(dim=1).tolist()
+    order = sorted(range(len(lengths)), key=lambda row: lengths[row])
+    picked: list[int] = []
+    while order and len(picked) < count:
+        picked.append(order.pop(0))
+        if order and len(picked) < count:
+            picked.append(order.pop())
+    return sorted(picked)
 
 
 def mean_kl(reference, other, mask) -> float:
@@ -269,9 +285,8 @@ def dropout_settings(model) -> dict[str, float]:
     return values
 
 
-def repeat_difference(model, batch, training: bool, first=None) -> float:
-    """Largest logit difference between two identical forward passes in the given mode (`first`: the logits
-    of one such pass already made, so only the second is run)."""
+def repeat_difference(model, batch, training: bool) -> float:
+    """Largest logit difference between two identical forward passes of `batch` in the given mode."""
     import torch
 
     was_training = model.training
@@ -280,7 +295,7 @@ def repeat_difference(model, batch, training: bool, first=None) -> float:
         with torch.no_grad():
             kwargs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
                       "position_ids": batch.position_ids, "use_cache": False}
-            first = model(**kwargs).logits.float() if first is None else first
+            first = model(**kwargs).logits.float()
             second = model(**kwargs).logits.float()
     finally:
         model.train(was_training)
@@ -291,7 +306,8 @@ def repeat_difference(model, batch, training: bool, first=None) -> float:
 
 def attention_comparison(model, batch, loaded_logits=None) -> dict[str, Any] | None:
     """Eager vs SDPA logits on the batch, when the model can switch; None when it cannot. `loaded_logits`:
-    the batch's logits under the implementation the model is loaded with, already computed."""
+    the batch's logits under the implementation the model is loaded with, already computed (on these rows
+    of a bigger batch of the same width: the same values to well within the KL threshold)."""
     import torch
 
     config = model.config
@@ -375,7 +391,7 @@ class Numerics(Probe):
         per_dtype: dict[str, Any] = {}
         if not torch.isfinite(reference[mask]).all():
             problems.append("float32 logits are not finite")
-        few = first_rows(batch, params.probe_dtype_prompts)
+        few = batch_rows(batch, list(range(min(params.probe_dtype_prompts, batch.input_ids.shape[0]))))
         for step, name in enumerate(reduced + tried):
             ctx.progress(f"{name} pass", 0.3 + 0.3 * step / max(1, len(reduced) + len(tried)))
             runs_in = name in reduced
@@ -422,9 +438,8 @@ class Numerics(Probe):
                 problems.append(f"your harness called generate with the model in training mode "
                                 f"({modes['training_calls']} of {modes['calls']} calls)"
                                 + (f"; dropout {dropout} is active" if dropout else ""))
-        # the float32 reference of a float32 model in eval mode is the first of the two identical passes
-        as_loaded = reference if own == "float32" and not model.training else None
-        difference = repeat_difference(model, batch, training, first=as_loaded if not training else None)
+        # dropout or any other randomness changes every row: two passes of a few rows tell
+        difference = repeat_difference(model, few, training)
         evidence["repeat_max_logit_difference"] = difference if math.isfinite(difference) else None
         evidence["repeat_mode"] = "train" if training else "eval"
         if not math.isfinite(difference):
@@ -434,7 +449,10 @@ class Numerics(Probe):
                             f"to {difference:.3g} in the logits")
 
         ctx.progress("eager vs SDPA attention", 0.85)
-        attention = attention_comparison(model, batch, loaded_logits=as_loaded)
+        # a float32 model's reference pass is its loaded implementation's side, on the rows compared
+        compared = padding_extremes(batch, params.attention_prompts)
+        as_loaded = reference[compared] if own == "float32" and not model.training else None
+        attention = attention_comparison(model, batch_rows(batch, compared), loaded_logits=as_loaded)
         if attention is None:
             notes.append("attention implementations not compared: the model cannot switch them")
         else:
