@@ -321,6 +321,16 @@ def test_greedy_replies_are_generated_once_and_shared_at_any_length():
             hf.score(list(zip(prompts, longer)))
         assert cost.get("generate_calls") == 1 and cost.get("forward_passes", 0) < 24, cost
         assert longer == full
+        hf.generated_scores.clear()  # a scored continuation: its greedy start is a reply too
+        other = full[2][:3] + [full[2][3] + 1]
+        with cost_counter() as cost:
+            hf.greedy_agreement([(prompts[0], full[0]), (prompts[2], other)])
+            hf.score([(prompts[0], full[0][:2]), (prompts[2], other)])
+            assert hf.greedy_replies(prompts[:1], max_new_tokens=24, stop_ids=stops) == full[:1]
+        assert cost == {"forward_passes": 1}, cost
+        with cost_counter() as cost:
+            assert hf.greedy_replies(prompts[2:], max_new_tokens=6, stop_ids=stops) == [full[2][:6]]
+        assert cost.get("generate_calls") == 1, "continued after the scored continuation's greedy start"
         handle = hf.network.model.layers[0].register_forward_hook(lambda _m, _a, output: output)
         try:
             with cost_counter() as cost:

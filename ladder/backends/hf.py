@@ -51,8 +51,9 @@ class HFModel(Backend):
     requested_dtype: str = "auto"  # what ladder asked from_pretrained for (lending compares a harness's ask)
     as_loaded: dict[str, Any] | None = None  # `lend_state()` right after loading: lent only while it holds
     offload_folder: Any = None  # the temporary folder accelerate offloads to under `max_memory`
-    # per prompt, the greedy replies `generate` produced with their per-token log-probabilities, so that
-    # `score` of a reply ladder generated (or a prefix of it) costs no second forward pass
+    # per prompt, a continuation's per-token log-probabilities and how many of its first tokens are greedy: the
+    # replies `generate` produced and the continuations scored, so that `score` of one (or of a prefix) costs no
+    # second forward pass and a greedy reply is generated once (`greedy_replies`)
     generated_scores: dict = field(default_factory=dict, repr=False)
     generated_scores_state: tuple | None = field(default=None, repr=False)  # `_scoring_state()` they hold for
     weight_bytes: int | None = field(default=None, repr=False)  # the weights' size, once `rows_per_pass` asks
@@ -329,11 +330,11 @@ class HFModel(Backend):
         return replies
 
     def greedy_replies(self, batch: list[list[int]], *, max_new_tokens: int, stop_ids: set[int]) -> list[list[int]]:
-        """The greedy reply to each prompt, generated once per run: a reply `generate` already produced for the
-        same prompt (remembered with its scores, in the same `_scoring_state`) is reused when it reaches one of
-        `stop_ids` or `max_new_tokens`, and continued when it is shorter. Greedy decoding is causal, so the first
-        n tokens of a longer reply are the reply generated with n; prompt-format, generation-config,
-        harness-control and special-tokens ask for the template path's replies with their own limits."""
+        """The greedy reply to each prompt, generated once per run: the greedy start of a continuation already
+        remembered for the same prompt (`_remember`) is reused when it reaches one of `stop_ids` or
+        `max_new_tokens`, and continued when it is shorter. Greedy decoding is causal, so the first n tokens of a
+        longer reply are the reply generated with n; prompt-format, generation-config, harness-control and
+        special-tokens ask for the template path's replies with their own limits."""
         stops = set(stop_ids)
         replies: list[list[int] | None] = [None] * len(batch)
         todo: list[tuple[int, list[int]]] = []
@@ -353,19 +354,6 @@ class HFModel(Backend):
                 replies[index] = (begun + new)[:max_new_tokens]
         return [reply or [] for reply in replies]
 
-    def _remembered_reply(self, prompt: list[int]) -> list[int] | None:
-        if self.generated_scores_state != self._scoring_state():
-            return None
-        known = self.generated_scores.get(tuple(prompt))
-        return list(known[0]) if known else None
-
-    def _join_remembered(self, prompt: list[int], begun: list[int]) -> None:
-        """After `begun` (the remembered start of prompt's reply) was continued: remember the whole reply."""
-        head = self.generated_scores.get(tuple(prompt))
-        tail = self.generated_scores.pop(tuple(prompt + begun), None)
-        if head and tail and list(head[0][:len(begun)]) == begun:
-            self.generated_scores[tuple(prompt)] = (tuple(begun) + tail[0], list(head[1][:len(begun)]) + tail[1])
-
     MAX_REMEMBERED = 1024
 
     def _remember_scores(self, batch: list[list[int]], replies: list[list[int]], step_logits) -> None:
@@ -380,16 +368,43 @@ class HFModel(Backend):
             chosen = torch.tensor([replies[r][step] for r in rows], device=logprobs.device)
             for r, value in zip(rows, logprobs.gather(1, chosen[:, None])[:, 0].tolist()):
                 values[r].append(value)
+        for prompt, reply, row in zip(batch, replies, values):
+            self._remember(prompt, reply, row, greedy=len(reply))
+
+    def _remember(self, prompt: list[int], cont: list[int], values: list[float], greedy: int,
+                  replace: bool = True) -> None:
+        """Keep `cont`'s per-token log-probabilities after `prompt`, and how many of its first tokens are the
+        model's greedy choices (all of a generated reply; the top-1 run of a teacher-forced one), for the
+        network's current `_scoring_state`. Without `replace`, a continuation that does not extend the one
+        kept for the prompt is not kept."""
+        if not cont:
+            return
         state = self._scoring_state()
         if self.generated_scores_state != state:
             self.generated_scores.clear()
             self.generated_scores_state = state
-        for prompt, reply, row in zip(batch, replies, values):
-            if reply:
-                self.generated_scores.pop(tuple(prompt), None)
-                self.generated_scores[tuple(prompt)] = (tuple(reply), row)
+        key = tuple(prompt)
+        kept = self.generated_scores.get(key)
+        if not replace and kept is not None and (len(cont) <= len(kept[0]) or tuple(cont[:len(kept[0])]) != kept[0]):
+            return
+        self.generated_scores.pop(key, None)
+        self.generated_scores[key] = (tuple(cont), list(values), greedy)
         while len(self.generated_scores) > self.MAX_REMEMBERED:
             self.generated_scores.pop(next(iter(self.generated_scores)))
+
+    def _remembered_reply(self, prompt: list[int]) -> list[int] | None:
+        """The greedy start of the continuation remembered for `prompt` (None: nothing remembered)."""
+        if self.generated_scores_state != self._scoring_state():
+            return None
+        known = self.generated_scores.get(tuple(prompt))
+        return list(known[0][:known[2]]) if known and known[2] else None
+
+    def _join_remembered(self, prompt: list[int], begun: list[int]) -> None:
+        """After `begun` (the remembered start of prompt's reply) was continued: remember the whole reply."""
+        head = self.generated_scores.get(tuple(prompt))
+        tail = self.generated_scores.pop(tuple(prompt + begun), None)
+        if head and tail and list(head[0][:len(begun)]) == begun:
+            self._remember(prompt, begun + list(tail[0]), head[1][:len(begun)] + tail[1], len(begun) + tail[2])
 
     def _scoring_state(self) -> tuple:
         """What remembered scores depend on besides the weights: the mode, the dtype and the hooks a probe
@@ -410,12 +425,21 @@ class HFModel(Backend):
         require(self, "logits")
         known = [self._remembered(prompt, cont) for prompt, cont in pairs]
         todo = [pair for pair, values in zip(pairs, known) if values is None]
-        computed = iter(self._teacher_forced(todo)[0] if todo else [])
+        computed = iter(self._scored(todo)[0] if todo else [])
         return [values if values is not None else next(computed) for values in known]
 
     def greedy_agreement(self, pairs: list[tuple[list[int], list[int]]]) -> tuple[list[list[float]], list[list[bool]]]:
         require(self, "logits")
-        return self._teacher_forced(pairs) if pairs else ([], [])
+        return self._scored(pairs) if pairs else ([], [])
+
+    def _scored(self, pairs: list[tuple[list[int], list[int]]]) -> tuple[list[list[float]], list[list[bool]]]:
+        """`_teacher_forced`, its results remembered (memorization's samples are the references that
+        degeneration scores again)."""
+        values, greedy = self._teacher_forced(pairs)
+        for (prompt, cont), row, hits in zip(pairs, values, greedy):
+            self._remember(prompt, cont, row, greedy=next((i for i, hit in enumerate(hits) if not hit), len(hits)),
+                           replace=False)
+        return values, greedy
 
     def _teacher_forced(self, pairs: list[tuple[list[int], list[int]]]) -> tuple[list[list[float]], list[list[bool]]]:
         """One forward pass over prompt + continuation: each continuation token's log-probability, and
