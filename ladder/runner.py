@@ -237,6 +237,7 @@ class Runner:
             running_rung.cancel_event = cancel_event
             running_rung.cost = cost
             running_rung.progress = progress
+            running_rung.phase = None
             running_rung.probe = f"probe {probe_class.name!r}"
             running_rung.capabilities = frozenset(probe_class.capabilities) | frozenset(
                 getattr(probe_class, "optional_capabilities", ()))

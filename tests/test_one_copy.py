@@ -94,6 +94,34 @@ def test_the_harness_run_reports_progress_with_counts(tmp_path):
     assert counted == [f"your harness: prompt {k}/{total}" for k in range(1, total + 1)], messages
 
 
+def test_generation_and_scoring_report_progress_with_counts(tmp_path):
+    """ladder's own generations count their tokens within the phase the rung names (`running the model both
+    ways: token 5/24`), and memorization counts the samples it scored."""
+    import json
+
+    from interface_models import variant_harness
+
+    from ladder.events import RungProgress
+
+    rows = [{"messages": [{"role": "user", "content": f"What is {a} plus {b}?"},
+                          {"role": "assistant", "content": str(a + b)}]} for a in range(4) for b in range(4)]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    model = chat_model_dir("chatml")
+    runner = rungs_runner(tmp_path / "case", ["prompt-format", "memorization"], model=model, data=data,
+                          eval_data=data, harness=variant_harness(tmp_path / "harness", model, mode="raw"))
+    messages = []
+    runner.on_event = lambda event: messages.append(event.message) if isinstance(event, RungProgress) else None
+    report = runner.run()
+    assert rung(report, "prompt-format").status.value == "fail"
+    tokens = [int(m.split(" ")[-1].split("/")[0]) for m in messages
+              if m.startswith("running the model both ways: token ") and m.endswith("/24")]
+    assert tokens[:3] == [1, 2, 3] and max(tokens) <= 24, str(tokens)
+    scored = [m for m in messages if ": scored " in m]
+    assert scored == ["training samples: scored 8/16", "training samples: scored 16/16",
+                      "held-out samples: scored 8/16", "held-out samples: scored 16/16"], messages
+
+
 def test_harness_control_lends_the_base_to_the_harness_it_redirects(tmp_path):
     from interface_models import base_model_dir, probe_prompts, variant_harness
 

@@ -31,6 +31,25 @@ def _quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
+def token_progress(max_new_tokens: int) -> Any:
+    """generate's `stopping_criteria`: stops nothing, and tells the running rung's progress each token
+    (`token 5/24`), so that a long generation on a big model is seen moving."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    from ladder.probes.base import step_progress
+
+    class Reporting(StoppingCriteria):
+        step = 0
+
+        def __call__(self, input_ids, scores, **kwargs):
+            self.step += 1
+            step_progress("token", min(self.step, max_new_tokens), max_new_tokens, within_phase=True)
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([Reporting()])
+
+
 def cut_at_stop(ids: list[int], stops: set[int]) -> list[int]:
     """`ids` up to and including the first stop id (all of them when none occurs)."""
     for index, token in enumerate(ids):
@@ -307,7 +326,8 @@ class HFModel(Backend):
         require(self, "generate")
         input_ids, mask, pad = self.padded(batch, padding_side, pad_token_id)
         stops = set(stop_ids) if stop_ids is not None else self.stop_ids()
-        options = {"do_sample": False, "max_new_tokens": max_new_tokens, "pad_token_id": pad}
+        options = {"do_sample": False, "max_new_tokens": max_new_tokens, "pad_token_id": pad,
+                   "stopping_criteria": token_progress(max_new_tokens)}
         if stop_ids is not None:
             options["eos_token_id"] = sorted(stops) or None
         if attention_mask:

@@ -87,12 +87,14 @@ def count_cost(what: str, amount: int = 1) -> None:
         cost[what] = cost.get(what, 0) + amount
 
 
-def step_progress(what: str, done: int, total: int) -> None:
+def step_progress(what: str, done: int, total: int, within_phase: bool = False) -> None:
     """Tell the running rung's progress display `what done/total` (`prompt 3/12`, `tensor 40/290`), from
-    code that holds no ProbeContext (the harness loop, a weight scan). Outside a rung it does nothing."""
+    code that holds no ProbeContext (the harness loop, a weight scan). `within_phase`: the steps of what the
+    rung last said it does (`running the model both ways: token 5/24`). Outside a rung it does nothing."""
     report = getattr(running_rung, "progress", None)
     if report is not None:
-        report(f"{what} {done}/{total}", done / total if total else None)
+        phase = getattr(running_rung, "phase", None) if within_phase else None
+        report(f"{phase + ': ' if phase else ''}{what} {done}/{total}", done / total if total else None)
 
 
 def _forward_pre_hook(module, args) -> None:
@@ -146,6 +148,7 @@ class ProbeContext:
     def progress(self, message: str, fraction: float | None = None) -> None:
         """Report progress of a long probe (shown by the CLI and the TUI)."""
         self.check_cancelled()
+        running_rung.phase = message  # what `step_progress(..., within_phase=True)` counts steps of
         if self.on_progress is not None:
             self.on_progress(message, fraction)
 

@@ -138,16 +138,19 @@ def encode(hf, sample, params: MemorizationParams) -> tuple[list[int], list[int]
     return (prefix, answer_ids[:params.continuation_tokens]) if answer_ids else None
 
 
-def score(hf, encoded: list[tuple[list[int], list[int]]], batch_size: int = 16) -> dict[str, Any]:
+def score(hf, encoded: list[tuple[list[int], list[int]]], batch_size: int = 8) -> dict[str, Any]:
     """Exact-match of greedy continuations and mean per-token loss of the true ones, from one teacher-forced
     pass per chunk: greedy decoding reproduces a continuation exactly when each of its tokens is the model's
     top-1 given the ones before it, so nothing is generated."""
+    from ladder.probes.base import step_progress
+
     exact, losses = [], []
     for start in range(0, len(encoded), batch_size):
         logprobs, greedy = hf.greedy_agreement(encoded[start:start + batch_size])
         for row, hits in zip(logprobs, greedy):
             exact.append(all(hits))
             losses.append(-sum(row) / len(row))
+        step_progress("scored", len(exact), len(encoded), within_phase=True)
     return {"exact": exact, "loss": losses,
             "exact_rate": sum(exact) / len(exact) if exact else float("nan"),
             "mean_loss": sum(losses) / len(losses) if losses else float("nan")}
