@@ -115,3 +115,34 @@ def test_the_factory_frankenmerge_is_damaged_with_margin(tmp_path):
     assert merged["on"] == "your data's replies" and merged["copied_layers"] == [2, 4]
     assert merged["rise"] >= 3 * SeamDamageParams().lens_jump, merged
     assert "with the copies bypassed" in result.summary
+
+
+@pytest.mark.slow
+def test_the_base_is_read_from_its_files_unless_a_seam_needs_its_series(tmp_path):
+    """Matching the model's layers against the base reads the base's tensors one at a time from its files (the
+    fingerprints a loaded base gives); a healthy fine-tune (no seam, no layer that stands out) never has the base
+    loaded beside it, and the frankenmerge, whose seams it explains, does."""
+    from interface_models import rungs_runner
+
+    from ladder.backends.hf import HFModel, StreamedWeights
+    from ladder.fixtures import models
+    from ladder.probes.seam_damage import layer_fingerprints, streamed_fingerprints
+
+    base_dir, tuned_dir = models.base_model_dir("chatml"), chat_model_dir("chatml")
+    base, tuned = HFModel.load(str(base_dir)), HFModel.load(str(tuned_dir))
+    try:
+        streamed = streamed_fingerprints(tuned.network, StreamedWeights(str(base_dir)))
+        loaded = layer_fingerprints(base.network)
+        assert len(streamed) == len(loaded) == 4
+        assert all(a == pytest.approx(b, rel=1e-6) for a, b in zip(streamed, loaded))
+    finally:
+        base.close()
+        tuned.close()
+    for model, its_base, loads, status, mapping in ((tuned_dir, base_dir, 0, "pass", [-1] * 4),
+                                                    (frankenmerge_dir("chatml"), tuned_dir, 1, "fail",
+                                                     [0, 1, 2, 3, 1, 2, 3])):
+        runner = rungs_runner(tmp_path / model.name, ["seam-damage"], model=model, base=its_base)
+        report = runner.run()
+        assert report.rungs[-1].status.value == status, report.rungs[-1].summary
+        assert runner.resources.builds.get("hf:base", 0) == loads, model
+        assert report.rungs[-1].evidence["base_layer_of"] == mapping

@@ -72,15 +72,35 @@ def layer_fingerprints(model) -> list[list[float]]:
     from ladder.internals import decoder_layers
 
     _, layers = decoder_layers(model)
+    with torch.no_grad():  # each tensor read while yielded: an offloaded one is dropped after
+        return [tensors_print(named_weights(layer)) for layer in layers]
+
+
+def tensors_print(tensors) -> list[float]:
+    """The fingerprint of a layer's (name, tensor) pairs: per tensor, in name order, its norm, sum and a few
+    strided values."""
+    per_tensor: dict[str, list[float]] = {}
+    for name, tensor in tensors:
+        flat = tensor.detach().reshape(-1).float()
+        step = max(1, flat.numel() // 7)
+        per_tensor[name] = [float(flat.norm()), float(flat.sum()), *(float(v) for v in flat[::step][:8])]
+    return [v for _, values in sorted(per_tensor.items()) for v in values]
+
+
+def streamed_fingerprints(model, weights) -> list[list[float]]:
+    """`layer_fingerprints` of a checkpoint of the model's architecture, read tensor by tensor from its files
+    (`StreamedWeights`: the base is never loaded beside the model to compare weights). Its tensors are taken
+    in the model's dtype, as a load of it for this run would hold them."""
+    from ladder.internals import decoder_layers
+
+    path, layers = decoder_layers(model)
+    inner = [name for name, _ in layers[0].named_parameters()] if layers else []
+    dtype = next(model.parameters()).dtype
+    held = set(weights.names())
     prints = []
-    with torch.no_grad():
-        for layer in layers:
-            per_tensor: dict[str, list[float]] = {}
-            for name, param in named_weights(layer):  # read while yielded: an offloaded tensor is dropped after
-                flat = param.detach().reshape(-1).float()
-                step = max(1, flat.numel() // 7)
-                per_tensor[name] = [float(flat.norm()), float(flat.sum()), *(float(v) for v in flat[::step][:8])]
-            prints.append([v for _, values in sorted(per_tensor.items()) for v in values])
+    while inner and f"{path}.{len(prints)}.{inner[0]}" in held:
+        names = [name for name in inner if f"{path}.{len(prints)}.{name}" in held]
+        prints.append(tensors_print((name, weights.get(f"{path}.{len(prints)}.{name}").to(dtype)) for name in names))
     return prints
 
 
@@ -294,22 +314,31 @@ class SeamDamage(Probe):
 
         base_outliers: dict[str, list[int]] = {}
         if ctx.case.base:
-            ctx.progress("the base model's series", 0.7)
-            base = model_backend(ctx, "base")
-            base_series = measure_layers(base, probe_batch(base, prompts, max_prompts=params.max_prompts,
-                                                             answers=answers))
-            for name in ("residual_norm", "cosine_to_previous", "lens_loss"):
-                plotted[f"base_{name}"] = rounded(base_series[name])
-            base_layers = len(base_series["lens_loss"])
+            from ladder.probes.weights_moved import streamed_base
+
+            ctx.progress("the base model's layer fingerprints", 0.7)
+            streamed = streamed_base(ctx, hf.network)
+            base_prints = streamed_fingerprints(hf.network, streamed) if streamed is not None \
+                else layer_fingerprints(model_backend(ctx, "base").network)
+            base_layers = len(base_prints)
             evidence["base_layers"] = base_layers
-            mapping = base_mapping(prints, layer_fingerprints(base.network), params.duplicate_tolerance)
+            mapping = base_mapping(prints, base_prints, params.duplicate_tolerance)
             evidence["base_layer_of"] = [m if m is not None else -1 for m in mapping]
             seams |= set(mapping_seams(mapping))
             if base_layers != n_layers:
                 notes.append(f"the model has {n_layers} layers, its base {base_layers}: layers were inserted "
                              "or removed")
+            if seams or any(outliers.values()):  # the base's own series, beside a seam or a layer that stands out
+                ctx.progress("the base model's series", 0.75)
+                base = model_backend(ctx, "base")
+                base_series = measure_layers(base, probe_batch(base, prompts, max_prompts=params.max_prompts,
+                                                                 answers=answers))
+                for name in ("residual_norm", "cosine_to_previous", "lens_loss"):
+                    plotted[f"base_{name}"] = rounded(base_series[name])
+                if base_layers == n_layers:
+                    base_outliers = activation_outliers(base_series, params)
             else:
-                base_outliers = activation_outliers(base_series, params)
+                notes.append("the base model's series not measured: no seam and no layer that stands out here")
 
         lens = series["lens_loss"]
         # damage: the stack after a seam predicts worse than the layers before it already did
