@@ -18,6 +18,7 @@ def test_collapsed_heads_fail(tmp_path):
     assert len(ev["series"]["entropy"]) == ev["layers"] * ev["heads_per_layer"] == 16
     assert ev["attention_implementation"] == "eager"
     assert "eager" in ev["notes"][0]  # says it switched from SDPA to read the weights
+    assert ev["cost"]["forward_passes"] == 1, "the SDPA pass, which returns no weights, is not run first"
 
 
 @pytest.mark.slow

@@ -96,14 +96,16 @@ def head_statistics(hf, batch, min_visible: int) -> dict[str, Any]:
         kwargs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
                   "position_ids": batch.position_ids, "use_cache": False}
         with torch.no_grad():
-            model(**kwargs, output_attentions=False)
-            if any(e is None for e in entropy):
-                if not hasattr(model, "set_attn_implementation"):
-                    raise ValueError(f"the {original} attention returns no weights and the model cannot switch "
-                                     "to eager attention")
+            if original not in (None, "eager") and hasattr(model, "set_attn_implementation"):
+                # SDPA and flash kernels return no weights: the one pass runs the eager implementation
                 model.set_attn_implementation("eager")
                 switched = original
                 model(**kwargs)
+            else:
+                model(**kwargs, output_attentions=False)
+            if any(e is None for e in entropy) and switched is None:
+                raise ValueError(f"the {original} attention returns no weights and the model cannot switch "
+                                 "to eager attention")
     finally:
         for handle in handles:
             handle.remove()
@@ -157,8 +159,8 @@ class AttentionCollapse(Probe):
             "thresholds": {"entropy_floor": params.entropy_floor, "max_collapsed_share": params.max_collapsed_share},
         }
         if stats["switched_from"]:
-            evidence["notes"] = [f"the model runs {stats['switched_from']} attention, which returns no weights: "
-                                 "this pass used the eager implementation"]
+            evidence["notes"] = [f"the model runs {stats['switched_from']} attention, whose kernels return no "
+                                 "weights: this pass used the eager implementation of the same attention"]
         flagged = list(collapsed)
         new_share = None
         if ctx.case.base and collapsed:  # the base tells which collapses are new; none to tell, no base pass
