@@ -149,6 +149,7 @@ class Runner:
         self.on_event(RungStarted(rung, position, len(self.ladder.order)))
         started = time.perf_counter()
         finding = self._execute(rung, cancel_event or threading.Event())
+        self.resources.return_freed_memory()
         return self._record(rung, finding.status, finding.summary, finding.evidence,
                             seconds=time.perf_counter() - started, traceback_text=finding.traceback)
 

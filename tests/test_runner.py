@@ -257,6 +257,21 @@ def test_each_rung_reports_its_cost(tmp_path):
                                                           {"forward_passes": 1}]
 
 
+def test_each_rung_gives_its_freed_memory_back(tmp_path, monkeypatch):
+    """Each rung runs in a thread of its own, whose malloc arena would keep its peak: the runner trims the heap
+    as each rung ends (on this machine, the founding case's peak RSS 2.23 -> 2.15 GB at 400M parameters)."""
+    from interface_models import tiny_random_dir
+
+    from ladder.resources import Resources
+
+    trims = []
+    monkeypatch.setattr(Resources, "return_freed_memory", staticmethod(lambda: trims.append(1)))
+    Runner(_model_rungs(tmp_path, "use", "use"), Case(model=str(tiny_random_dir())), registry=engine_registry()).run()
+    assert len(trims) == 2
+    monkeypatch.undo()
+    Resources.return_freed_memory()  # the real call returns on any C library
+
+
 def test_the_case_dtype_is_the_dtype_of_ladders_own_load(tmp_path):
     from interface_models import tiny_random_dir
 
