@@ -5,6 +5,7 @@ capability check before each rung covers everything the probe does."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -231,23 +232,24 @@ def test_no_builtin_probe_uses_a_capability_it_does_not_declare():
         assert sum(r.status in (Status.PASS, Status.FAIL, Status.WARN) for r in report.rungs) >= 8, name
 
 
+@contextlib.contextmanager
+def cost_counter():
+    """The cost the calls inside the block count, as a rung's `evidence.cost` would."""
+    from ladder.probes.base import running_rung
+
+    running_rung.cost = {}
+    try:
+        yield running_rung.cost
+    finally:
+        del running_rung.cost
+
+
 def test_scores_of_a_generated_reply_come_from_the_generation_and_equal_a_forward_pass():
     """`score` of a reply `generate` just produced (or a prefix of it) is read off the generation's own
     logits; the values are the teacher-forced pass's, and a temporary hook on the network (layers bypassed,
     blocks cast) makes them be computed afresh."""
-    import contextlib
-
     from ladder.backends.hf import HFModel
     from ladder.fixtures import models
-    from ladder.probes.base import running_rung
-
-    @contextlib.contextmanager
-    def cost_counter():
-        running_rung.cost = {}
-        try:
-            yield running_rung.cost
-        finally:
-            del running_rung.cost
 
     def halve(_module, _args, output):
         return (output[0] * 0.5, *output[1:]) if isinstance(output, tuple) else output * 0.5
@@ -284,19 +286,8 @@ def test_greedy_replies_are_generated_once_and_shared_at_any_length():
     generation-config, harness-control, special-tokens) share one generation: a shorter limit reads the
     first tokens, a longer one continues the reply instead of generating it again, and a temporary hook on the
     network makes them be generated afresh. The replies are generate's."""
-    import contextlib
-
     from ladder.backends.hf import HFModel
     from ladder.fixtures import models
-    from ladder.probes.base import running_rung
-
-    @contextlib.contextmanager
-    def cost_counter():
-        running_rung.cost = {}
-        try:
-            yield running_rung.cost
-        finally:
-            del running_rung.cost
 
     hf = HFModel.load(str(models.chat_model_dir("chatml")))
     try:
