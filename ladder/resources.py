@@ -112,12 +112,10 @@ class Resources:
         that rung's activations after they are freed: left there, they add up in the process's peak RSS beside
         the next rung's. Nothing where the C library has no `malloc_trim` (macOS, musl)."""
         import ctypes
-        import ctypes.util
 
         try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            libc.malloc_trim(0)
-        except (OSError, AttributeError):
+            ctypes.CDLL(None).malloc_trim(0)  # the process's own symbols: the C library it runs on
+        except (OSError, AttributeError, TypeError):
             pass
 
     def close(self) -> None:
