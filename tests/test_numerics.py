@@ -33,6 +33,18 @@ def test_healthy_model_passes_in_float32_and_float16(tmp_path, style):
     assert result.evidence["compared_dtypes"] == ["bfloat16", "float16"]
     assert result.evidence["attention"]["kl_eager_sdpa"] < 1e-3
     assert "not checked" in " ".join(result.evidence["notes"])  # no harness: says what it did not check
+    # eager vs SDPA on two prompts, not the batch: the most padded (shortest) and the least padded (longest)
+    from ladder.backends.hf import HFModel
+    from ladder.harness import DEFAULT_PROMPTS
+
+    hf = HFModel.load(str(chat_model_dir(style)))
+    try:
+        lengths = {p: len(hf.render([{"role": "user", "content": p}])) for p, _ in DEFAULT_PROMPTS[:8]}
+    finally:
+        hf.close()
+    compared = result.evidence["attention"]["prompts"]
+    assert len(compared) == 2
+    assert sorted(lengths[p] for p in compared) == [min(lengths.values()), max(lengths.values())]
 
 
 @pytest.mark.slow

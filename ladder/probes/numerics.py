@@ -456,7 +456,7 @@ class Numerics(Probe):
         if attention is None:
             notes.append("attention implementations not compared: the model cannot switch them")
         else:
-            evidence["attention"] = attention
+            evidence["attention"] = {**attention, "prompts": [batch.texts[row] for row in compared]}
             kl = attention.get("kl_eager_sdpa")
             if kl is not None and not math.isfinite(kl):
                 attention["kl_eager_sdpa"] = None
