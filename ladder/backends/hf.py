@@ -412,11 +412,16 @@ class HFModel(Backend):
         while len(self.generated_scores) > self.MAX_REMEMBERED:
             self.generated_scores.pop(next(iter(self.generated_scores)))
 
+    def _kept(self, prompt: list[int]) -> tuple | None:
+        """(continuation, log-probabilities, greedy count) remembered for `prompt` in the network's current
+        state (None: nothing, or another state)."""
+        if not self.generated_scores or self.generated_scores_state != self._scoring_state():
+            return None
+        return self.generated_scores.get(tuple(prompt))
+
     def _remembered_reply(self, prompt: list[int]) -> list[int] | None:
         """The greedy start of the continuation remembered for `prompt` (None: nothing remembered)."""
-        if self.generated_scores_state != self._scoring_state():
-            return None
-        known = self.generated_scores.get(tuple(prompt))
+        known = self._kept(prompt)
         return list(known[0][:known[2]]) if known and known[2] else None
 
     def _join_remembered(self, prompt: list[int], begun: list[int]) -> None:
@@ -434,9 +439,7 @@ class HFModel(Backend):
         return model.training, str(model.dtype), hooks
 
     def _remembered(self, prompt: list[int], cont: list[int]) -> list[float] | None:
-        if not self.generated_scores or self.generated_scores_state != self._scoring_state():
-            return None
-        known = self.generated_scores.get(tuple(prompt))
+        known = self._kept(prompt)
         if known is None or not cont or tuple(cont) != known[0][:len(cont)]:
             return None
         return list(known[1][:len(cont)])
@@ -666,3 +669,15 @@ class StreamedWeights:
     def find(self, suffix: str):
         """The first tensor whose name ends with `suffix` (e.g. `embed_tokens.weight`), or None."""
         return next((self.get(name) for name in self._where if name.endswith(suffix)), None)
+
+
+def streamed_base(ctx, model):
+    """The base's weights as `StreamedWeights` when its safetensors name most of the model's parameters the
+    same way (then no second model is loaded), else None."""
+    try:
+        weights = StreamedWeights(ctx.case.base)
+    except Exception:  # no safetensors (a .bin checkpoint, a hub id): the base is loaded instead
+        return None
+    names = set(weights.names())
+    tuned = [name for name, _ in model.named_parameters()]
+    return weights if tuned and sum(name in names for name in tuned) >= len(tuned) / 2 else None

@@ -251,20 +251,6 @@ def merge_check(model, base, config, pairs, tolerance) -> dict[str, Any]:
     return verdicts
 
 
-def streamed_base(ctx, model):
-    """The base's weights as `StreamedWeights` when its safetensors name most of the model's parameters the
-    same way (then no second model is loaded), else None."""
-    from ladder.backends.hf import StreamedWeights
-
-    try:
-        weights = StreamedWeights(ctx.case.base)
-    except Exception:  # no safetensors (a .bin checkpoint, a hub id): the base is loaded instead
-        return None
-    names = set(weights.names())
-    tuned = [name for name, _ in model.named_parameters()]
-    return weights if tuned and sum(name in names for name in tuned) >= len(tuned) / 2 else None
-
-
 def _weights_of(base):
     """name -> tensor or None, for a loaded model or `StreamedWeights`."""
     if hasattr(base, "named_parameters"):
@@ -301,6 +287,7 @@ class WeightsMoved(Probe):
 
     def run(self, ctx: ProbeContext):
         from ladder.backends import model_backend
+        from ladder.backends.hf import streamed_base
         from ladder.internals import decoder_layers, prompt_strings, rounded
 
         params: WeightsMovedParams = ctx.params
