@@ -314,7 +314,7 @@ class SeamDamage(Probe):
 
         base_outliers: dict[str, list[int]] = {}
         if ctx.case.base:
-            from ladder.probes.weights_moved import streamed_base
+            from ladder.backends.hf import streamed_base
 
             ctx.progress("the base model's layer fingerprints", 0.7)
             streamed = streamed_base(ctx, hf.network)
