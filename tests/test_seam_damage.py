@@ -146,3 +146,29 @@ def test_the_base_is_read_from_its_files_unless_a_seam_needs_its_series(tmp_path
         assert report.rungs[-1].status.value == status, report.rungs[-1].summary
         assert runner.resources.builds.get("hf:base", 0) == loads, model
         assert report.rungs[-1].evidence["base_layer_of"] == mapping
+
+
+@pytest.mark.parametrize("architecture", ["llama", "qwen2", "gpt2", "gpt_neox", "gemma", "phi3", "olmo"])
+def test_streamed_fingerprints_match_the_loaded_model_of_each_architecture(tmp_path, architecture):
+    """The base's layer fingerprints read tensor by tensor from its files are the ones its loaded layers give,
+    whatever the model type's module names (gpt2's `transformer.h`, gpt_neox's fused qkv) and head tying; a
+    checkpoint whose names are not the model's (another architecture) is not streamed."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ladder.backends.hf import StreamedWeights
+    from ladder.fixtures.train import ModelShape
+    from ladder.probes.seam_damage import layer_fingerprints, streamed_fingerprints
+
+    torch.manual_seed(0)
+    config = ModelShape(layers=3, hidden=32, intermediate=64, architecture=architecture).model_config(64, 1, [2], 0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    model.save_pretrained(tmp_path / "base")
+    streamed = streamed_fingerprints(model, StreamedWeights(str(tmp_path / "base")))
+    loaded = layer_fingerprints(model)
+    assert len(streamed) == len(loaded) == 3
+    assert all(a == pytest.approx(b, rel=1e-6, abs=1e-7) for a, b in zip(streamed, loaded))
+    other = "gpt2" if architecture != "gpt2" else "llama"
+    foreign = AutoModelForCausalLM.from_config(
+        ModelShape(layers=3, hidden=32, intermediate=64, architecture=other).model_config(64, 1, [2], 0))
+    assert streamed_fingerprints(foreign, StreamedWeights(str(tmp_path / "base"))) == []
