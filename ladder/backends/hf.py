@@ -14,7 +14,7 @@ import contextlib
 import os
 import tempfile
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, NamedTuple
 
 if TYPE_CHECKING:
     from ladder.probes.base import ProbeContext
@@ -48,6 +48,15 @@ def token_progress(max_new_tokens: int) -> Any:
             return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
     return StoppingCriteriaList([Reporting()])
+
+
+class Remembered(NamedTuple):
+    """A continuation remembered after a prompt (`HFModel.generated_scores`): its ids, each one's
+    log-probability, and how many of its first ids are the model's greedy choices."""
+
+    continuation: tuple[int, ...]
+    logprobs: list[float]
+    greedy: int
 
 
 def cut_at_stop(ids: list[int], stops: set[int]) -> list[int]:
@@ -405,16 +414,16 @@ class HFModel(Backend):
             self.generated_scores_state = state
         key = tuple(prompt)
         kept = self.generated_scores.get(key)
-        if not replace and kept is not None and (len(cont) <= len(kept[0]) or tuple(cont[:len(kept[0])]) != kept[0]):
+        if not replace and kept is not None and (len(cont) <= len(kept.continuation)
+                                                 or tuple(cont[:len(kept.continuation)]) != kept.continuation):
             return
         self.generated_scores.pop(key, None)
-        self.generated_scores[key] = (tuple(cont), list(values), greedy)
+        self.generated_scores[key] = Remembered(tuple(cont), list(values), greedy)
         while len(self.generated_scores) > self.MAX_REMEMBERED:
             self.generated_scores.pop(next(iter(self.generated_scores)))
 
-    def _kept(self, prompt: list[int]) -> tuple | None:
-        """(continuation, log-probabilities, greedy count) remembered for `prompt` in the network's current
-        state (None: nothing, or another state)."""
+    def _kept(self, prompt: list[int]) -> Remembered | None:
+        """What is remembered for `prompt` in the network's current state (None: nothing, or another state)."""
         if not self.generated_scores or self.generated_scores_state != self._scoring_state():
             return None
         return self.generated_scores.get(tuple(prompt))
@@ -422,14 +431,15 @@ class HFModel(Backend):
     def _remembered_reply(self, prompt: list[int]) -> list[int] | None:
         """The greedy start of the continuation remembered for `prompt` (None: nothing remembered)."""
         known = self._kept(prompt)
-        return list(known[0][:known[2]]) if known and known[2] else None
+        return list(known.continuation[:known.greedy]) if known and known.greedy else None
 
     def _join_remembered(self, prompt: list[int], begun: list[int]) -> None:
         """After `begun` (the remembered start of prompt's reply) was continued: remember the whole reply."""
         head = self.generated_scores.get(tuple(prompt))
         tail = self.generated_scores.pop(tuple(prompt + begun), None)
-        if head and tail and list(head[0][:len(begun)]) == begun:
-            self._remember(prompt, begun + list(tail[0]), head[1][:len(begun)] + tail[1], len(begun) + tail[2])
+        if head and tail and list(head.continuation[:len(begun)]) == begun:
+            self._remember(prompt, begun + list(tail.continuation), head.logprobs[:len(begun)] + tail.logprobs,
+                           len(begun) + tail.greedy)
 
     def _scoring_state(self) -> tuple:
         """What remembered scores depend on besides the weights: the mode, the dtype and the hooks a probe
@@ -440,9 +450,9 @@ class HFModel(Backend):
 
     def _remembered(self, prompt: list[int], cont: list[int]) -> list[float] | None:
         known = self._kept(prompt)
-        if known is None or not cont or tuple(cont) != known[0][:len(cont)]:
+        if known is None or not cont or tuple(cont) != known.continuation[:len(cont)]:
             return None
-        return list(known[1][:len(cont)])
+        return list(known.logprobs[:len(cont)])
 
     def score(self, pairs: list[tuple[list[int], list[int]]]) -> list[list[float]]:
         require(self, "logits")
