@@ -82,7 +82,7 @@ class HFModel(Backend):
     # per prompt, a continuation's per-token log-probabilities and how many of its first tokens are greedy: the
     # replies `generate` produced and the continuations scored, so that `score` of one (or of a prefix) costs no
     # second forward pass and a greedy reply is generated once (`greedy_replies`)
-    generated_scores: dict = field(default_factory=dict, repr=False)
+    generated_scores: dict[tuple[int, ...], Remembered] = field(default_factory=dict, repr=False)
     generated_scores_state: tuple | None = field(default=None, repr=False)  # `_scoring_state()` they hold for
     weight_bytes: int | None = field(default=None, repr=False)  # the weights' size, once `rows_per_pass` asks
     slicing: bool = field(default=True, repr=False)  # ladder's own passes slice outsized MLPs (`network`)
