@@ -50,3 +50,45 @@ def test_looping_model_against_its_base(tmp_path):
 def test_skips_without_a_model(tmp_path):
     result = run_rung("degeneration", tmp_path)
     assert result.status == Status.SKIP and "--model" in result.summary
+
+
+@pytest.mark.slow
+def test_exposure_gap_runs_on_only_where_the_reference_leaves_the_greedy_path():
+    """The exposure-bias gap equals running every reference's prompt free (the definition: each reference
+    token's loss after the model's own greedy prefix), while the free run covers only the references that
+    leave the greedy path before their last token, from there: a greedy-exact or short one costs nothing."""
+    import torch
+
+    from ladder.backends.hf import HFModel
+    from ladder.probes import degeneration
+    from ladder.probes.degeneration import exposure_gap, free_run
+
+    hf = HFModel.load(str(chat_model_dir("chatml")))
+    try:
+        questions = [(3, 4), (9, 8), (2, 6), (7, 7)]
+        replies = ["7", "17", "8", "14", "It is 7, I think.", "The sum is 17 of course", "8 8 8 8 8 8", "14."]
+        pairs = [(hf.render([{"role": "user", "content": f"What is {a} plus {b}?"}]),
+                  hf.tokenize(reply, add_special_tokens=False)) for (a, b), reply in zip(questions * 2, replies)]
+        own, _, logits = free_run(hf, [prompt for prompt, _ in pairs], max(len(answer) for _, answer in pairs))
+        by_definition = [-float(torch.log_softmax(logits[step][row].float(), dim=-1)[answer[step]])
+                         for row, ((_, answer), generated) in enumerate(zip(pairs, own))
+                         for step in range(min(len(answer), len(generated)))]
+        runs = []
+        real_free_run = degeneration.free_run
+
+        def counted(model, starts, max_new_tokens):
+            runs.append(len(starts))
+            return real_free_run(model, starts, max_new_tokens)
+
+        degeneration.free_run = counted
+        try:
+            gap = exposure_gap(hf, pairs)
+        finally:
+            degeneration.free_run = real_free_run
+        assert gap["free_running_loss"] == pytest.approx(sum(by_definition) / len(by_definition), abs=1e-3)
+        _, hits = hf.greedy_agreement(pairs)
+        leaving = sum(1 for row_hits in hits if False in row_hits[:-1])
+        assert 0 < leaving < len(pairs)  # both kinds are in the batch
+        assert runs == [leaving]
+    finally:
+        hf.close()

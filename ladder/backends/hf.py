@@ -52,11 +52,16 @@ def token_progress(max_new_tokens: int) -> Any:
 
 class Remembered(NamedTuple):
     """A continuation remembered after a prompt (`HFModel.generated_scores`): its ids, each one's
-    log-probability, and how many of its first ids are the model's greedy choices."""
+    log-probability, and whether each is the model's greedy (top-1) choice there."""
 
     continuation: tuple[int, ...]
     logprobs: list[float]
-    greedy: int
+    hits: tuple[bool, ...]
+
+    @property
+    def greedy(self) -> int:
+        """How many of its first ids are greedy choices: the start of the model's greedy reply."""
+        return next((i for i, hit in enumerate(self.hits) if not hit), len(self.hits))
 
 
 def cut_at_stop(ids: list[int], stops: set[int]) -> list[int]:
@@ -79,9 +84,9 @@ class HFModel(Backend):
     requested_dtype: str = "auto"  # what ladder asked from_pretrained for (lending compares a harness's ask)
     as_loaded: dict[str, Any] | None = None  # `lend_state()` right after loading: lent only while it holds
     offload_folder: Any = None  # the temporary folder accelerate offloads to under `max_memory`
-    # per prompt, a continuation's per-token log-probabilities and how many of its first tokens are greedy: the
-    # replies `generate` produced and the continuations scored, so that `score` of one (or of a prefix) costs no
-    # second forward pass and a greedy reply is generated once (`greedy_replies`)
+    # per prompt, a continuation's per-token log-probabilities and greedy hits: the replies `generate` produced
+    # and the continuations scored, so that `score` or `greedy_agreement` of one (or of a prefix) costs no second
+    # forward pass and a greedy reply is generated once (`greedy_replies`)
     generated_scores: dict[tuple[int, ...], Remembered] = field(default_factory=dict, repr=False)
     generated_scores_state: tuple | None = field(default=None, repr=False)  # `_scoring_state()` they hold for
     weight_bytes: int | None = field(default=None, repr=False)  # the weights' size, once `rows_per_pass` asks
@@ -398,13 +403,12 @@ class HFModel(Backend):
             for r, value in zip(rows, logprobs.gather(1, chosen[:, None])[:, 0].tolist()):
                 values[r].append(value)
         for prompt, reply, row in zip(batch, replies, values):
-            self._remember(prompt, reply, row, greedy=len(reply))
+            self._remember(prompt, reply, row, hits=[True] * len(reply))
 
-    def _remember(self, prompt: list[int], cont: list[int], values: list[float], greedy: int,
+    def _remember(self, prompt: list[int], cont: list[int], values: list[float], hits: list[bool],
                   replace: bool = True) -> None:
-        """Keep `cont`'s per-token log-probabilities after `prompt`, and how many of its first tokens are the
-        model's greedy choices (all of a generated reply; the top-1 run of a teacher-forced one), for the
-        network's current `_scoring_state`. Without `replace`, a continuation that does not extend the one
+        """Keep `cont`'s per-token log-probabilities after `prompt`, and whether each token is the model's
+        greedy choice (all of a generated reply's are), for the network's current `_scoring_state`. Without `replace`, a continuation that does not extend the one
         kept for the prompt is not kept."""
         if not cont:
             return
@@ -418,7 +422,7 @@ class HFModel(Backend):
                                                  or tuple(cont[:len(kept.continuation)]) != kept.continuation):
             return
         self.generated_scores.pop(key, None)
-        self.generated_scores[key] = Remembered(tuple(cont), list(values), greedy)
+        self.generated_scores[key] = Remembered(tuple(cont), list(values), tuple(hits))
         while len(self.generated_scores) > self.MAX_REMEMBERED:
             self.generated_scores.pop(next(iter(self.generated_scores)))
 
@@ -439,7 +443,7 @@ class HFModel(Backend):
         tail = self.generated_scores.pop(tuple(prompt + begun), None)
         if head and tail and list(head.continuation[:len(begun)]) == begun:
             self._remember(prompt, begun + list(tail.continuation), head.logprobs[:len(begun)] + tail.logprobs,
-                           len(begun) + tail.greedy)
+                           list(head.hits[:len(begun)] + tail.hits))
 
     def _scoring_state(self) -> tuple:
         """What remembered scores depend on besides the weights: the mode, the dtype and the hooks a probe
@@ -448,30 +452,37 @@ class HFModel(Backend):
         hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
         return model.training, str(model.dtype), hooks
 
-    def _remembered(self, prompt: list[int], cont: list[int]) -> list[float] | None:
+    def _remembered(self, prompt: list[int], cont: list[int]) -> tuple[list[float], list[bool]] | None:
+        """(log-probabilities, greedy hits) of `cont` after `prompt` when a remembered continuation starts with
+        it (None: it must be scored)."""
         known = self._kept(prompt)
         if known is None or not cont or tuple(cont) != known.continuation[:len(cont)]:
             return None
-        return list(known.logprobs[:len(cont)])
+        return list(known.logprobs[:len(cont)]), list(known.hits[:len(cont)])
 
     def score(self, pairs: list[tuple[list[int], list[int]]]) -> list[list[float]]:
         require(self, "logits")
-        known = [self._remembered(prompt, cont) for prompt, cont in pairs]
-        todo = [pair for pair, values in zip(pairs, known) if values is None]
-        computed = iter(self._scored(todo)[0] if todo else [])
-        return [values if values is not None else next(computed) for values in known]
+        return self._known_or_scored(pairs)[0]
 
     def greedy_agreement(self, pairs: list[tuple[list[int], list[int]]]) -> tuple[list[list[float]], list[list[bool]]]:
         require(self, "logits")
-        return self._scored(pairs) if pairs else ([], [])
+        return self._known_or_scored(pairs)
+
+    def _known_or_scored(self, pairs: list[tuple[list[int], list[int]]]) -> tuple[list[list[float]], list[list[bool]]]:
+        """Each pair's (log-probabilities, greedy hits): remembered where a generated reply or a scored
+        continuation covers it, else from one teacher-forced pass over the rest."""
+        known = [self._remembered(prompt, cont) for prompt, cont in pairs]
+        todo = [pair for pair, found in zip(pairs, known) if found is None]
+        computed = iter(zip(*self._scored(todo)) if todo else [])
+        both = [found if found is not None else next(computed) for found in known]
+        return [list(values) for values, _ in both], [list(hits) for _, hits in both]
 
     def _scored(self, pairs: list[tuple[list[int], list[int]]]) -> tuple[list[list[float]], list[list[bool]]]:
         """`_teacher_forced`, its results remembered (memorization's samples are the references that
         degeneration scores again)."""
         values, greedy = self._teacher_forced(pairs)
         for (prompt, cont), row, hits in zip(pairs, values, greedy):
-            self._remember(prompt, cont, row, greedy=next((i for i, hit in enumerate(hits) if not hit), len(hits)),
-                           replace=False)
+            self._remember(prompt, cont, row, hits=hits, replace=False)
         return values, greedy
 
     def _teacher_forced(self, pairs: list[tuple[list[int], list[int]]]) -> tuple[list[list[float]], list[list[bool]]]:

@@ -146,16 +146,34 @@ def reference_pairs(ctx: ProbeContext, hf, limit: int) -> tuple[list[tuple[list[
 
 
 def exposure_gap(hf, pairs) -> dict[str, float]:
-    """Mean NLL of reference tokens teacher-forced vs after the model's own greedy prefix (read off the
-    free-running generation's own logits: no further forward pass)."""
+    """Mean NLL of reference tokens teacher-forced vs after the model's own greedy prefix. Up to the first
+    reference token that is not the model's greedy choice the two prefixes are the same tokens, so those steps
+    are the teacher-forced pass's (`greedy_agreement`); only a reference that leaves the greedy path before its
+    last token is run on, from that point, and read off the free-running generation's own logits."""
     import torch
 
-    teacher = hf.score(pairs)
-    free_prefixes, _, step_logits = free_run(hf, [p for p, _ in pairs], max(len(a) for _, a in pairs))
+    teacher, hits = hf.greedy_agreement(pairs)
+    stops = hf.stop_ids()
     free: list[float] = []
-    for row, ((_, answer), generated) in enumerate(zip(pairs, free_prefixes)):
-        for step in range(min(len(answer), len(generated))):  # step t: after the prompt and t own tokens
-            free.append(-float(torch.log_softmax(step_logits[step][row].float(), dim=-1)[answer[step]]))
+    diverging = []  # (row, first miss): the free run continues from prompt + the reference's greedy start
+    for row, ((_, answer), values, row_hits) in enumerate(zip(pairs, teacher, hits)):
+        miss = next((i for i, hit in enumerate(row_hits) if not hit), len(answer))
+        stop = next((i for i, token in enumerate(answer[:miss]) if token in stops), None)
+        if stop is not None:  # the greedy run itself stops inside the shared start
+            free.extend(-v for v in values[:stop + 1])
+        elif miss >= len(answer) - 1:  # the steps that differ would come after the reference ends
+            free.extend(-v for v in values)
+        else:
+            free.extend(-v for v in values[:miss + 1])
+            diverging.append((row, miss))
+    if diverging:
+        starts = [pairs[row][0] + pairs[row][1][:miss] for row, miss in diverging]
+        own, _, step_logits = free_run(hf, starts, max(len(pairs[row][1]) - miss for row, miss in diverging))
+        for index, ((row, miss), generated) in enumerate(zip(diverging, own)):
+            answer = pairs[row][1]
+            for step in range(1, min(len(answer) - miss, len(generated))):  # step 0 is the miss itself
+                logprobs = torch.log_softmax(step_logits[step][index].float(), dim=-1)
+                free.append(-float(logprobs[answer[miss + step]]))
     teacher_values = [-v for row in teacher for v in row]
     tf = sum(teacher_values) / len(teacher_values) if teacher_values else float("nan")
     fr = sum(free) / len(free) if free else float("nan")
