@@ -331,3 +331,40 @@ def test_greedy_replies_are_generated_once_and_shared_at_any_length():
             handle.remove()
     finally:
         hf.close()
+
+
+def test_ladders_replies_are_the_models_greedy_ones_whatever_its_generation_config_asks(tmp_path):
+    """A checkpoint whose generation_config.json asks for a repetition penalty, no repeated n-grams and
+    suppressed tokens (Qwen2.5-Instruct ships a penalty): ladder's own replies (and degeneration's free run)
+    are still each step's top-1, the replies of the same weights without those settings."""
+    import json
+    import shutil
+
+    from ladder.backends.hf import HFModel
+    from ladder.fixtures import models
+    from ladder.probes.degeneration import free_run
+
+    source = models.looping_model_dir("chatml")  # replies that repeat: a penalty changes them
+    asking = tmp_path / "asking"
+    shutil.copytree(source, asking)
+    config = json.loads((asking / "generation_config.json").read_text())
+    config.update(repetition_penalty=3.0, no_repeat_ngram_size=2, suppress_tokens=[5], min_new_tokens=4)
+    (asking / "generation_config.json").write_text(json.dumps(config))
+    plain, hf = HFModel.load(str(source)), HFModel.load(str(asking))
+    try:
+        prompts = [hf.render([{"role": "user", "content": q}]) for q in ("What is 3 plus 3?", "What is 2 plus 7?")]
+        replies = hf.generate(prompts, max_new_tokens=16, stop_ids=hf.stop_ids())
+        assert replies == plain.generate(prompts, max_new_tokens=16, stop_ids=plain.stop_ids())
+        assert any(len(set(reply)) < len(reply) for reply in replies), "replies that repeat tokens"
+        hf.generated_scores.clear()
+        _, hits = hf.greedy_agreement(list(zip(prompts, replies)))
+        assert all(all(row) for row in hits)
+        assert free_run(hf, prompts, 16)[0] == free_run(plain, prompts, 16)[0]
+        import torch
+
+        with torch.no_grad():  # what the checkpoint's settings alone give: other replies
+            asked = hf.loaded_model.generate(input_ids=torch.tensor(prompts[:1]), max_new_tokens=16)
+        assert asked[0, len(prompts[0]):].tolist()[:len(replies[0])] != replies[0]
+    finally:
+        plain.close()
+        hf.close()

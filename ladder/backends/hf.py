@@ -50,6 +50,17 @@ def token_progress(max_new_tokens: int) -> Any:
     return StoppingCriteriaList([Reporting()])
 
 
+# generate's settings that change which token greedy decoding picks, at their neutral values: ladder's own
+# replies are the model's greedy ones whatever its generation_config.json asks (Qwen2.5-Instruct ships a
+# repetition penalty; generation-config judges those settings on the harness's path)
+PURE_GREEDY: dict[str, Any] = {
+    "do_sample": False, "num_beams": 1, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "min_length": 0,
+    "min_new_tokens": None, "bad_words_ids": None, "suppress_tokens": None, "begin_suppress_tokens": None,
+    "sequence_bias": None, "forced_bos_token_id": None, "forced_eos_token_id": None,
+    "exponential_decay_length_penalty": None,
+}
+
+
 class Remembered(NamedTuple):
     """A continuation remembered after a prompt (`HFModel.generated_scores`): its ids, each one's
     log-probability, and whether each is the model's greedy (top-1) choice there."""
@@ -340,7 +351,7 @@ class HFModel(Backend):
         require(self, "generate")
         input_ids, mask, pad = self.padded(batch, padding_side, pad_token_id)
         stops = set(stop_ids) if stop_ids is not None else self.stop_ids()
-        options = {"do_sample": False, "max_new_tokens": max_new_tokens, "pad_token_id": pad,
+        options = {**PURE_GREEDY, "max_new_tokens": max_new_tokens, "pad_token_id": pad,
                    "stopping_criteria": token_progress(max_new_tokens)}
         if stop_ids is not None:
             options["eos_token_id"] = sorted(stops) or None
@@ -349,8 +360,8 @@ class HFModel(Backend):
         options.update(self.prefill_options(input_ids))
         options.update(settings)
         # the model's own greedy pass, as score() would see it: masked, left-padded (or one row), not sampled
-        remember = (attention_mask and (padding_side == "left" or len(batch) == 1) and not options.get("do_sample")
-                    and not options.get("num_beams", 1) > 1)
+        remember = (attention_mask and (padding_side == "left" or len(batch) == 1)
+                    and all(options.get(key) == value for key, value in PURE_GREEDY.items()))
         if remember:
             options.update(output_logits=True, return_dict_in_generate=True)
         with torch.no_grad():

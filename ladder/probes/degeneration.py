@@ -92,15 +92,15 @@ def free_run(hf, prompts_ids: list[list[int]], max_new_tokens: int):
     (batch x vocabulary) the model produced after its own prefix."""
     import torch
 
-    from ladder.backends.hf import cut_at_stop, token_progress
+    from ladder.backends.hf import PURE_GREEDY, cut_at_stop, token_progress
 
     input_ids, mask, pad = hf.padded(prompts_ids)
     stops = hf.stop_ids()
     with torch.no_grad():
-        out = hf.network.generate(input_ids=input_ids, attention_mask=mask, do_sample=False,
+        out = hf.network.generate(input_ids=input_ids, attention_mask=mask, **PURE_GREEDY,
                                   max_new_tokens=max_new_tokens, pad_token_id=pad,
                                   eos_token_id=sorted(stops) or None, output_logits=True,
-                                  return_dict_in_generate=True, repetition_penalty=1.0,
+                                  return_dict_in_generate=True,
                                   stopping_criteria=token_progress(max_new_tokens),
                                   **hf.prefill_options(input_ids))
     new = out.sequences[:, input_ids.shape[1]:].tolist()
