@@ -368,3 +368,32 @@ def test_ladders_replies_are_the_models_greedy_ones_whatever_its_generation_conf
     finally:
         plain.close()
         hf.close()
+
+
+def test_degeneration_reads_its_free_run_off_replies_the_run_already_generated():
+    """degeneration's greedy replies and per-step entropy on the template path's prompts are the ones an
+    earlier rung generated (generation-config's, 64 tokens): no pass at all, the same figures as generating
+    them; a remembered reply too short for degeneration's limit, stopped on nothing, is generated."""
+    from ladder.backends.hf import HFModel
+    from ladder.fixtures import models
+    from ladder.probes.degeneration import generate_with_entropy
+
+    hf = HFModel.load(str(models.chat_model_dir("chatml")))
+    try:
+        templated = [hf.render([{"role": "user", "content": q}]) for q in ("What is 3+4?", "Hi", "Add 9 and 4.")]
+        stops = hf.stop_ids()
+        hf.generate(templated, max_new_tokens=64, stop_ids=stops)
+        with cost_counter() as cost:
+            read = generate_with_entropy(hf, templated, 48)
+        assert cost == {}, cost
+        hf.generated_scores.clear()
+        fresh = generate_with_entropy(hf, templated, 48)
+        assert read[:2] == fresh[:2]
+        assert read[2] == pytest.approx(fresh[2], abs=1e-4)
+        raw = [hf.tokenize("What is 21+9? The sum")]  # runs on: 8 remembered tokens are not a 48-token reply
+        hf.generate(raw, max_new_tokens=8, stop_ids=stops)
+        with cost_counter() as cost:
+            replies, _, _ = generate_with_entropy(hf, raw, 48)
+        assert cost.get("forward_passes", 0) > 0 and len(replies[0]) > 8
+    finally:
+        hf.close()

@@ -123,6 +123,12 @@ class Backend(ABC):
         backend may share between the rungs that ask for it (a reply is the same whatever batch it ran in)."""
         return self.generate(batch, max_new_tokens=max_new_tokens, stop_ids=stop_ids)
 
+    def remembered_greedy(self, prompt: list[int], *, max_new_tokens: int,
+                          stop_ids: set[int]) -> tuple[list[int], list[float]] | None:
+        """The greedy reply to `prompt` and its next-token entropy at each step, when the backend still holds
+        them from a generation earlier in the run; None (the default) when it must be generated."""
+        return None
+
     def score(self, pairs: list[tuple[list[int], list[int]]]) -> list[list[float]]:
         """Per-token log-probabilities of each continuation given its prompt (teacher-forced)."""
         self._lacks("logits")

@@ -68,6 +68,7 @@ class Remembered(NamedTuple):
     continuation: tuple[int, ...]
     logprobs: list[float]
     hits: tuple[bool, ...]
+    entropy: tuple[float, ...] = ()  # a generated reply's next-token entropy at each step
 
     @property
     def greedy(self) -> int:
@@ -384,10 +385,9 @@ class HFModel(Backend):
         replies: list[list[int] | None] = [None] * len(batch)
         todo: list[tuple[int, list[int]]] = []
         for index, prompt in enumerate(batch):
-            known = self._remembered_reply(prompt)
-            cut = cut_at_stop(known, stops) if known else []
-            if known and ((cut and cut[-1] in stops) or len(cut) >= max_new_tokens):
-                replies[index] = cut[:max_new_tokens]
+            cut, whole = self._remembered_start(prompt, max_new_tokens, stops)
+            if whole:
+                replies[index] = cut
             else:
                 todo.append((index, cut))
         if todo:
@@ -399,27 +399,48 @@ class HFModel(Backend):
                 replies[index] = (begun + new)[:max_new_tokens]
         return [reply or [] for reply in replies]
 
+    def remembered_greedy(self, prompt: list[int], *, max_new_tokens: int,
+                          stop_ids: set[int]) -> tuple[list[int], list[float]] | None:
+        """The greedy reply to `prompt` (cut after a stop id, at most `max_new_tokens`) and its next-token
+        entropy at each step, when a reply generated earlier in this run covers it (None: generate it)."""
+        reply, whole = self._remembered_start(prompt, max_new_tokens, set(stop_ids))
+        known = self._kept(prompt)
+        if not whole or known is None or len(known.entropy) < len(reply):
+            return None
+        return reply, list(known.entropy[:len(reply)])
+
+    def _remembered_start(self, prompt: list[int], max_new_tokens: int, stops: set[int]) -> tuple[list[int], bool]:
+        """The remembered greedy start of prompt's reply cut after a stop id and at `max_new_tokens`, and
+        whether that is the whole reply (it reaches a stop id or the limit) rather than a start to continue."""
+        known = self._remembered_reply(prompt)
+        cut = cut_at_stop(known, stops) if known else []
+        return cut[:max_new_tokens], bool(known) and ((bool(cut) and cut[-1] in stops) or len(cut) >= max_new_tokens)
+
     MAX_REMEMBERED = 1024
 
     def _remember_scores(self, batch: list[list[int]], replies: list[list[int]], step_logits) -> None:
         import torch
 
         values: list[list[float]] = [[] for _ in replies]
+        entropy: list[list[float]] = [[] for _ in replies]
         for step, logits in enumerate(step_logits):
             rows = [r for r, reply in enumerate(replies) if len(reply) > step]
             if not rows:
                 break
             logprobs = torch.log_softmax(logits[rows].float(), dim=-1)
             chosen = torch.tensor([replies[r][step] for r in rows], device=logprobs.device)
-            for r, value in zip(rows, logprobs.gather(1, chosen[:, None])[:, 0].tolist()):
+            spread = -(logprobs.exp() * logprobs).sum(-1)
+            for r, value, h in zip(rows, logprobs.gather(1, chosen[:, None])[:, 0].tolist(), spread.tolist()):
                 values[r].append(value)
-        for prompt, reply, row in zip(batch, replies, values):
-            self._remember(prompt, reply, row, hits=[True] * len(reply))
+                entropy[r].append(h)
+        for prompt, reply, row, row_entropy in zip(batch, replies, values, entropy):
+            self._remember(prompt, reply, row, hits=[True] * len(reply), entropy=row_entropy)
 
     def _remember(self, prompt: list[int], cont: list[int], values: list[float], hits: list[bool],
-                  replace: bool = True) -> None:
-        """Keep `cont`'s per-token log-probabilities after `prompt`, and whether each token is the model's
-        greedy choice (all of a generated reply's are), for the network's current `_scoring_state`. Without `replace`, a continuation that does not extend the one
+                  replace: bool = True, entropy: list[float] = ()) -> None:
+        """Keep `cont`'s per-token log-probabilities after `prompt`, whether each token is the model's greedy
+        choice (all of a generated reply's are) and, for a generated reply, each step's entropy, for the
+        network's current `_scoring_state`. Without `replace`, a continuation that does not extend the one
         kept for the prompt is not kept."""
         if not cont:
             return
@@ -433,7 +454,7 @@ class HFModel(Backend):
                                                  or tuple(cont[:len(kept.continuation)]) != kept.continuation):
             return
         self.generated_scores.pop(key, None)
-        self.generated_scores[key] = Remembered(tuple(cont), list(values), tuple(hits))
+        self.generated_scores[key] = Remembered(tuple(cont), list(values), tuple(hits), tuple(entropy))
         while len(self.generated_scores) > self.MAX_REMEMBERED:
             self.generated_scores.pop(next(iter(self.generated_scores)))
 
@@ -453,8 +474,9 @@ class HFModel(Backend):
         head = self.generated_scores.get(tuple(prompt))
         tail = self.generated_scores.pop(tuple(prompt + begun), None)
         if head and tail and list(head.continuation[:len(begun)]) == begun:
+            entropy = head.entropy[:len(begun)] + tail.entropy if len(head.entropy) >= len(begun) else ()
             self._remember(prompt, begun + list(tail.continuation), head.logprobs[:len(begun)] + tail.logprobs,
-                           list(head.hits[:len(begun)] + tail.hits))
+                           list(head.hits[:len(begun)] + tail.hits), entropy=list(entropy))
 
     def _scoring_state(self) -> tuple:
         """What remembered scores depend on besides the weights: the mode, the dtype and the hooks a probe

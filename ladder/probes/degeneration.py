@@ -82,7 +82,18 @@ def trailing_loop(tokens: list[int], min_tokens: int, max_period: int = 16) -> d
 
 
 def generate_with_entropy(hf, prompts_ids: list[list[int]], max_new_tokens: int):
-    """Greedy generations (new ids, cut after a stop id) and the per-step mean entropy over live rows."""
+    """Greedy generations (new ids, cut after a stop id), whether each stopped, and the per-step mean entropy
+    over live rows: read off the run's earlier generations when they cover every prompt (the template path's
+    replies are these prompts' greedy replies), else generated."""
+    stops = hf.stop_ids()
+    known = [hf.remembered_greedy(prompt, max_new_tokens=max_new_tokens, stop_ids=stops) for prompt in prompts_ids]
+    if known and all(known):
+        replies = [reply for reply, _ in known]
+        entropy = []
+        for step in range(max(len(reply) for reply in replies)):
+            live = [row[step] for _, row in known if len(row) > step]
+            entropy.append(sum(live) / len(live))
+        return replies, [bool(reply) and reply[-1] in stops for reply in replies], entropy
     replies, stopped, step_logits = free_run(hf, prompts_ids, max_new_tokens)
     return replies, stopped, step_entropy(replies, step_logits)
 
