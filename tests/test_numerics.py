@@ -45,6 +45,21 @@ def test_healthy_model_passes_in_float32_and_float16(tmp_path, style):
     compared = result.evidence["attention"]["prompts"]
     assert len(compared) == 2
     assert sorted(lengths[p] for p in compared) == [min(lengths.values()), max(lengths.values())]
+    assert result.evidence["float32_reference_prompts"] == 8  # float16 and bfloat16 on the path: the batch
+
+
+@pytest.mark.slow
+def test_a_float32_model_with_no_reduced_precision_on_its_path_is_compared_on_few_prompts(tmp_path):
+    """With only the tried precisions (two prompts) and the attention comparison (two more) to compare, the
+    float32 reference runs on those rows, not the whole batch (the tried precisions' own rows widen it)."""
+    few = run_rung("numerics", tmp_path, model=chat_model_dir("chatml"))
+    assert few.status == Status.PASS, few.summary
+    assert few.evidence["compared_dtypes"] == [] and few.evidence["tried_dtypes"] == ["bfloat16", "float16"]
+    assert few.evidence["float32_reference_prompts"] <= 4
+    whole = run_rung("numerics", tmp_path, params={"probe_dtype_prompts": 8}, model=chat_model_dir("chatml"))
+    assert whole.evidence["float32_reference_prompts"] == 8
+    for name in ("bfloat16", "float16"):  # the first two prompts' KL is of the same order as the batch's
+        assert few.evidence["dtypes"][name]["kl_from_float32"] < 1e-2
 
 
 @pytest.mark.slow

@@ -6,7 +6,8 @@ What it checks:
     reduced precision the model runs in (the dtype it loads in, the dtype your harness ran it in
     as the tap recorded, and any the rung's `dtypes` asks for; a failure there fails) and in the
     `probe_dtypes` (float16, bfloat16; off your path, so on the batch's first two prompts, and a
-    failure there warns) against the same pass in float32:
+    failure there warns) against the same pass in float32 (of those rows: the whole batch only where a
+    reduced precision is on your path):
     per decoder layer the largest |activation| against the dtype's largest finite value, and the
     KL divergence of the next-token distributions. A reduced precision is applied one block (decoder
     layer, embedding, head) at a time, so the model is never copied: at most one layer exists twice.
@@ -385,13 +386,20 @@ class Numerics(Probe):
                         compared_dtypes=reduced, tried_dtypes=tried)
 
         ctx.progress("float32 reference pass", 0.2)
-        reference, ref_max = run_in_dtype(model, torch.float32, batch)
+        size = batch.input_ids.shape[0]
+        few_rows = list(range(min(params.probe_dtype_prompts, size)))
+        compared = padding_extremes(batch, params.attention_prompts)
+        # the reference covers the rows compared with it: the batch where a reduced precision is on the path,
+        # else the rows the tried precisions (the first ones) and the attention comparison run on
+        reference_rows = list(range(size)) if reduced else sorted(set(few_rows) | set(compared))
+        reference, ref_max = run_in_dtype(model, torch.float32, batch_rows(batch, reference_rows))
+        evidence["float32_reference_prompts"] = len(reference_rows)
         series: dict[str, list] = {"max_abs_float32": rounded(ref_max, 3)}
         flagged: set[int] = set()
         per_dtype: dict[str, Any] = {}
-        if not torch.isfinite(reference[mask]).all():
+        if not torch.isfinite(reference[mask[reference_rows]]).all():
             problems.append("float32 logits are not finite")
-        few = batch_rows(batch, list(range(min(params.probe_dtype_prompts, batch.input_ids.shape[0]))))
+        few = batch_rows(batch, few_rows)
         for step, name in enumerate(reduced + tried):
             ctx.progress(f"{name} pass", 0.3 + 0.3 * step / max(1, len(reduced) + len(tried)))
             runs_in = name in reduced
@@ -450,8 +458,8 @@ class Numerics(Probe):
 
         ctx.progress("eager vs SDPA attention", 0.85)
         # a float32 model's reference pass is its loaded implementation's side, on the rows compared
-        compared = padding_extremes(batch, params.attention_prompts)
-        as_loaded = reference[compared] if own == "float32" and not model.training else None
+        as_loaded = reference[[reference_rows.index(row) for row in compared]] \
+            if own == "float32" and not model.training else None
         attention = attention_comparison(model, batch_rows(batch, compared), loaded_logits=as_loaded)
         if attention is None:
             notes.append("attention implementations not compared: the model cannot switch them")
