@@ -333,12 +333,15 @@ def test_greedy_replies_are_generated_once_and_shared_at_any_length():
         hf.close()
 
 
-def test_ladders_replies_are_the_models_greedy_ones_whatever_its_generation_config_asks(tmp_path):
+def test_replies_under_settings_that_change_the_top_1_are_not_remembered_as_greedy(tmp_path):
     """A checkpoint whose generation_config.json asks for a repetition penalty, no repeated n-grams and
-    suppressed tokens (Qwen2.5-Instruct ships a penalty): ladder's own replies (and degeneration's free run)
-    are still each step's top-1, the replies of the same weights without those settings."""
+    suppressed tokens (Qwen2.5-Instruct ships a penalty): ladder's replies keep those settings, as a server
+    serving the checkpoint does, but are not remembered as the model's greedy replies (their tokens are not
+    all its top-1); degeneration's free run, which measures the model itself, is the plain checkpoint's."""
     import json
     import shutil
+
+    import torch
 
     from ladder.backends.hf import HFModel
     from ladder.fixtures import models
@@ -354,17 +357,15 @@ def test_ladders_replies_are_the_models_greedy_ones_whatever_its_generation_conf
     try:
         prompts = [hf.render([{"role": "user", "content": q}]) for q in ("What is 3 plus 3?", "What is 2 plus 7?")]
         replies = hf.generate(prompts, max_new_tokens=16, stop_ids=hf.stop_ids())
-        assert replies == plain.generate(prompts, max_new_tokens=16, stop_ids=plain.stop_ids())
-        assert any(len(set(reply)) < len(reply) for reply in replies), "replies that repeat tokens"
-        hf.generated_scores.clear()
-        _, hits = hf.greedy_agreement(list(zip(prompts, replies)))
-        assert all(all(row) for row in hits)
-        assert free_run(hf, prompts, 16)[0] == free_run(plain, prompts, 16)[0]
-        import torch
-
-        with torch.no_grad():  # what the checkpoint's settings alone give: other replies
+        with torch.no_grad():  # the checkpoint's settings, as transformers applies them
             asked = hf.loaded_model.generate(input_ids=torch.tensor(prompts[:1]), max_new_tokens=16)
-        assert asked[0, len(prompts[0]):].tolist()[:len(replies[0])] != replies[0]
+        assert replies[0] == asked[0, len(prompts[0]):].tolist()[:len(replies[0])]
+        assert replies != plain.generate(prompts, max_new_tokens=16, stop_ids=plain.stop_ids())
+        assert not hf.generated_scores, "not the model's greedy replies: nothing remembered"
+        _, hits = hf.greedy_agreement(list(zip(prompts, replies)))
+        assert not all(all(row) for row in hits)
+        assert plain.generated_scores, "the plain checkpoint's replies are remembered"
+        assert free_run(hf, prompts, 16)[0] == free_run(plain, prompts, 16)[0]
     finally:
         plain.close()
         hf.close()

@@ -50,15 +50,26 @@ def token_progress(max_new_tokens: int) -> Any:
     return StoppingCriteriaList([Reporting()])
 
 
-# generate's settings that change which token greedy decoding picks, at their neutral values: ladder's own
-# replies are the model's greedy ones whatever its generation_config.json asks (Qwen2.5-Instruct ships a
-# repetition penalty; generation-config judges those settings on the harness's path)
+# generate's settings that change which token greedy decoding picks, at their neutral values. ladder's own
+# replies keep the checkpoint's (a server applies its generation_config.json too: Qwen2.5-Instruct ships a
+# repetition penalty), so only a reply generated without any is remembered as greedy; degeneration's free
+# run measures the model itself and passes these
 PURE_GREEDY: dict[str, Any] = {
     "do_sample": False, "num_beams": 1, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "min_length": 0,
     "min_new_tokens": None, "bad_words_ids": None, "suppress_tokens": None, "begin_suppress_tokens": None,
     "sequence_bias": None, "forced_bos_token_id": None, "forced_eos_token_id": None,
     "exponential_decay_length_penalty": None,
 }
+
+
+def picks_top_1(options: dict[str, Any], config: Any) -> bool:
+    """Whether generate with these options over the model's generation `config` decodes each step's top-1:
+    every setting of PURE_GREEDY, passed or the config's, at its neutral value (None where that is 0 or 1)."""
+    for key, neutral in PURE_GREEDY.items():
+        value = options[key] if key in options else getattr(config, key, None)
+        if value != neutral and not (value is None and neutral in (0, 1, None)) and not (neutral is None and not value):
+            return False
+    return True
 
 
 class Remembered(NamedTuple):
@@ -352,7 +363,7 @@ class HFModel(Backend):
         require(self, "generate")
         input_ids, mask, pad = self.padded(batch, padding_side, pad_token_id)
         stops = set(stop_ids) if stop_ids is not None else self.stop_ids()
-        options = {**PURE_GREEDY, "max_new_tokens": max_new_tokens, "pad_token_id": pad,
+        options = {"do_sample": False, "max_new_tokens": max_new_tokens, "pad_token_id": pad,
                    "stopping_criteria": token_progress(max_new_tokens)}
         if stop_ids is not None:
             options["eos_token_id"] = sorted(stops) or None
@@ -362,7 +373,7 @@ class HFModel(Backend):
         options.update(settings)
         # the model's own greedy pass, as score() would see it: masked, left-padded (or one row), not sampled
         remember = (attention_mask and (padding_side == "left" or len(batch) == 1)
-                    and all(options.get(key) == value for key, value in PURE_GREEDY.items()))
+                    and picks_top_1(options, getattr(self.loaded_model, "generation_config", None)))
         if remember:
             options.update(output_logits=True, return_dict_in_generate=True)
         with torch.no_grad():
