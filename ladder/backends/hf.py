@@ -67,7 +67,7 @@ def picks_top_1(options: dict[str, Any], config: Any) -> bool:
     every setting of PURE_GREEDY, passed or the config's, at its neutral value (None where that is 0 or 1)."""
     for key, neutral in PURE_GREEDY.items():
         value = options[key] if key in options else getattr(config, key, None)
-        if value != neutral and not (value is None and neutral in (0, 1, None)) and not (neutral is None and not value):
+        if value not in (neutral, None) and not (neutral is None and not value):
             return False
     return True
 

@@ -89,11 +89,8 @@ def generate_with_entropy(hf, prompts_ids: list[list[int]], max_new_tokens: int)
     known = [hf.remembered_greedy(prompt, max_new_tokens=max_new_tokens, stop_ids=stops) for prompt in prompts_ids]
     if known and all(known):
         replies = [reply for reply, _ in known]
-        entropy = []
-        for step in range(max(len(reply) for reply in replies)):
-            live = [row[step] for _, row in known if len(row) > step]
-            entropy.append(sum(live) / len(live))
-        return replies, [bool(reply) and reply[-1] in stops for reply in replies], entropy
+        return replies, [bool(reply) and reply[-1] in stops for reply in replies], \
+            mean_over_live_rows([row for _, row in known])
     replies, stopped, step_logits = free_run(hf, prompts_ids, max_new_tokens)
     return replies, stopped, step_entropy(replies, step_logits)
 
@@ -127,14 +124,24 @@ def step_entropy(replies: list[list[int]], step_logits) -> list[float]:
     """Per generation step, the mean next-token entropy over the rows still generating."""
     import torch
 
-    entropy = []
+    per_row: list[list[float]] = [[] for _ in replies]
     for step, logits in enumerate(step_logits):
         live = [r for r, reply in enumerate(replies) if len(reply) > step]
         if not live:
             break
         logp = torch.log_softmax(logits[live].float(), dim=-1)
-        entropy.append(float(-(logp.exp() * logp).sum(-1).mean()))
-    return entropy
+        for row, value in zip(live, (-(logp.exp() * logp).sum(-1)).tolist()):
+            per_row[row].append(value)
+    return mean_over_live_rows(per_row)
+
+
+def mean_over_live_rows(per_row: list[list[float]]) -> list[float]:
+    """Per step, the mean of the rows' values at that step over the rows that reach it."""
+    means = []
+    for step in range(max((len(row) for row in per_row), default=0)):
+        live = [row[step] for row in per_row if len(row) > step]
+        means.append(sum(live) / len(live))
+    return means
 
 
 def reference_pairs(ctx: ProbeContext, hf, limit: int) -> tuple[list[tuple[list[int], list[int]]], str | None]:
