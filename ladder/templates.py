@@ -110,6 +110,23 @@ def _common_suffix(a: str, b: str) -> str:
     return _common_prefix(a[::-1], b[::-1])[::-1]
 
 
+MARKER_ENDS = ">]}):"
+
+
+def _shared_markers(a: str, b: str) -> str:
+    """The common start of two renderings, whole markers only: where they differ inside a marker it ends
+    before that marker. Phi-3 closes a user turn with "<|end|>\n", then opens the reply with "<|assistant|>"
+    or, with no generation prompt, ends with "<|endoftext|>": the two share "<|end|>\n<|", of which only
+    "<|end|>\n" closes the turn."""
+    shared = _common_prefix(a, b)
+    if len(shared) in (len(a), len(b)):
+        return shared
+    cut = len(shared)
+    while cut and not (shared[cut - 1].isspace() or shared[cut - 1] in MARKER_ENDS):
+        cut -= 1
+    return shared[:cut]
+
+
 @dataclass
 class Pattern:
     shape: str
@@ -171,7 +188,7 @@ def analyse(render: Renderer) -> TemplateAnalysis:
     closed = _try_render(render, [{"role": "user", "content": user}], False)
     if closed is not None:
         closed_after = closed.split(user)[1]
-        analysis.user_close = _common_prefix(after_user, closed_after)
+        analysis.user_close = _shared_markers(after_user, closed_after)
         analysis.generation_prompt = after_user[len(analysis.user_close):]
     else:
         analysis.generation_prompt = after_user
@@ -184,7 +201,7 @@ def analyse(render: Renderer) -> TemplateAnalysis:
                                   {"role": "user", "content": user2}], True)
     if triple is not None:
         between = _between(triple, answer, user2)
-        close = _common_prefix(between, analysis.assistant_close) if pair is not None else ""
+        close = _shared_markers(between, analysis.assistant_close) if pair is not None else ""
         opener = between[len(close):]
         analysis.user_open = _common_suffix(opener, before_user) if opener else ""
     else:

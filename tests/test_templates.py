@@ -11,6 +11,7 @@ from ladder.fixtures.tokenizer import STYLES, get_style
 from ladder.templates import analyse, classify, renderer_for_template
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real_chat_templates" / "chat_templates"
+TRANSCRIBED = Path(__file__).resolve().parent / "templates"  # more families' templates (see its README)
 BOS, EOS = "<s>", "</s>"
 QUESTION = "What is 2 plus 3?"
 
@@ -22,6 +23,8 @@ def _renderers():
         found[path.stem] = renderer_for_template(text, BOS, EOS)
         # the source repository's own usage strips its indentation and newlines
         found[f"{path.stem}-compact"] = renderer_for_template(text.replace("    ", "").replace("\n", ""), BOS, EOS)
+    for path in sorted(TRANSCRIBED.glob("*.jinja")):
+        found[path.stem] = renderer_for_template(path.read_text(encoding="utf-8"), BOS, EOS)
     for style in map(get_style, STYLES):
         found[f"fixture-{style.name}"] = renderer_for_template(style.chat_template, BOS, EOS)
     return found
@@ -94,6 +97,16 @@ def test_what_a_harness_sent_is_classified(name):
 
 def _bare(text: str) -> str:
     return re.sub(r"\s+", "", text.replace(BOS, ""))
+
+
+@pytest.mark.parametrize("eos", [EOS, "<|endoftext|>"])
+def test_a_marker_shared_in_part_is_not_split(eos):
+    """Phi-3 closes the user's turn with "<|end|>\\n" and then opens the reply ("<|assistant|>") or, without a
+    generation prompt, ends with eos: the renderings share "<|end|>\\n<", which is not the turn's close."""
+    analysis = analyse(renderer_for_template((TRANSCRIBED / "phi-3.jinja").read_text(encoding="utf-8"), BOS, eos))
+    assert (analysis.preamble, analysis.user_open, analysis.user_close, analysis.generation_prompt) == \
+        ("", "<|user|>\n", "<|end|>\n", "<|assistant|>\n")
+    assert analysis.end_of_turn == "<|end|>"
 
 
 def test_another_familys_template_is_not_taken_for_this_one():
