@@ -23,11 +23,17 @@ from pathlib import Path
 from ladder.fixtures.tokenizer import STYLES, TemplateStyle, register_style
 
 REAL_TEMPLATES = Path(__file__).resolve().parents[2] / "shared" / "real_chat_templates" / "chat_templates"
+TRANSCRIBED_TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 def real_template(name: str) -> str:
     text = (REAL_TEMPLATES / f"{name}.jinja").read_text(encoding="utf-8")
     return text if "{%-" in text else text.replace("    ", "").replace("\n", "")
+
+
+def transcribed_template(name: str) -> str:
+    """A template of tests/templates/ as published (its whitespace as the Jinja source has it)."""
+    return (TRANSCRIBED_TEMPLATES / f"{name}.jinja").read_text(encoding="utf-8")
 
 
 def _families() -> list[TemplateStyle]:
@@ -68,6 +74,37 @@ def _more_families() -> list[TemplateStyle]:
         TemplateStyle(name="chatqa", pad="<|finetune_right_pad_id|>", bos="<|begin_of_text|>", eos="<|end_of_text|>",
                       turn_start="<unused0>", turn_end="<unused1>", bos_in_template=True,
                       chat_template=real_template("chatqa"), end_of_turn="<|end_of_text|>"),
+        *_transcribed_families(),
+    ]
+
+
+def _transcribed_families() -> list[TemplateStyle]:
+    """Families of tests/templates/ (DeepSeek-R1's is left out: its generation prompt opens a think block that
+    its own template strips from every rendered reply, so no reply-only recipe trains that format)."""
+    return [
+        # markers as added tokens, no BOS anywhere, eos closes the text when no reply is asked for
+        TemplateStyle(name="phi-3", pad="<unk>", bos="<s>", eos="<|endoftext|>", turn_start="<|user|>",
+                      turn_end="<|end|>", bos_in_template=False, chat_template=transcribed_template("phi-3"),
+                      added_tokens=("<|assistant|>", "<|system|>")),
+        # plain-text markers, turns closed by eos, a BOS the tokenizer adds and the template does not write
+        TemplateStyle(name="zephyr", pad="<unk>", bos="<s>", eos="</s>", turn_start="<unused0>", turn_end="<unused1>",
+                      bos_in_template=True, chat_template=transcribed_template("zephyr"), end_of_turn="</s>"),
+        # a default system prompt holding today's date
+        TemplateStyle(name="granite-3", pad="<|pad|>", bos="<|startoftext|>", eos="<|end_of_text|>",
+                      turn_start="<|start_of_role|>", turn_end="<|end_of_role|>", bos_in_template=False,
+                      chat_template=transcribed_template("granite-3"), end_of_turn="<|end_of_text|>"),
+        # a system header on every prompt, with a knowledge cut-off and today's date
+        TemplateStyle(name="llama-3.1-instruct", pad="<|finetune_right_pad_id|>", bos="<|begin_of_text|>",
+                      eos="<|end_of_text|>", turn_start="<|start_header_id|>", turn_end="<|eot_id|>",
+                      bos_in_template=True, chat_template=transcribed_template("llama-3.1-instruct"),
+                      added_tokens=("<|end_header_id|>",)),
+        TemplateStyle(name="qwen3", pad="<|endoftext|>", bos="<|startoftext|>", eos="<|im_end|>",
+                      turn_start="<|im_start|>", turn_end="<|object_ref_start|>", bos_in_template=False,
+                      chat_template=transcribed_template("qwen3"), end_of_turn="<|im_end|>",
+                      added_tokens=("<think>", "</think>")),
+        # the system message folded into the first user turn, content trimmed
+        TemplateStyle(name="gemma-3", pad="<pad>", bos="<bos>", eos="<eos>", turn_start="<start_of_turn>",
+                      turn_end="<end_of_turn>", bos_in_template=True, chat_template=transcribed_template("gemma-3")),
     ]
 
 
