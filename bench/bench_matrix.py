@@ -79,7 +79,8 @@ def main() -> None:
     parser.add_argument("--no-real", action="store_true", help="leave out SmolLM2")
     parser.add_argument("--more-families", action="store_true",
                         help="add the families the tests never train (llama-2-chat, alpaca, openchat-3.5, saiga, "
-                             "solar-instruct, amberchat, falcon-instruct, chatqa)")
+                             "solar-instruct, amberchat, falcon-instruct, chatqa, and from tests/templates/ phi-3, "
+                             "zephyr, granite-3, llama-3.1-instruct, qwen3, gemma-3)")
     parser.add_argument("--more-architectures", action="store_true",
                         help="add chat models of other model types (qwen2, gpt2, gpt_neox, gemma, phi3, olmo)")
     args = parser.parse_args()

@@ -12,7 +12,8 @@ first. `MORE_FAMILIES` are families the tests never train (llama-2-chat's per-tu
 `### Instruction:`, openchat's `GPT4 Correct User:` closed by an added `<|end_of_turn|>`, saiga's `<s>bot\n` per
 turn, and templates that close a reply with no token at all, trained as their models were, with eos after the
 reply: solar's `### Assistant:`, amberchat's `###Assistant:`, falcon's BOS-less `\n\nAssistant:`, chatqa's
-Llama-3 tokens with `\n\nAssistant:`): the bench runs them
+Llama-3 tokens with `\n\nAssistant:`), and the families of tests/templates/ (phi-3, zephyr, granite-3,
+llama-3.1-instruct, qwen3, gemma-3): the bench runs them
 (`bench/bench_matrix.py --more-families`) to check that no rule was fitted to the trained ones.
 """
 

@@ -49,7 +49,7 @@ REAL_FAMILY_HARNESSES = ("template", "raw", "truncated", "twice", "other-templat
 CLIENT_FAMILIES = {"chatml": ("template+batch", "raw", "right-padded-batch"),
                    "mistral-instruct": ("template+batch", "raw")}
 # the other family's template an "other-template" harness renders with
-OTHER_TEMPLATE = {"chatml": "vicuna", "qwen2.5-instruct": "vicuna"}  # else chatml
+OTHER_TEMPLATE = {"chatml": "vicuna", "qwen2.5-instruct": "vicuna", "qwen3": "vicuna"}  # else chatml
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,10 @@ class Combination:
         """The culprit the combination must get; MEASURED where it depends on what the fault does to this
         model's replies (see `expected`)."""
         culprit = HARNESSES[self.harness][1]
-        if culprit == "by-family":  # rendered to text, then tokenized: a tokenizer that adds BOS doubles it
-            return MEASURED if get_style(self.family).bos_in_template else None
+        if culprit == "by-family":  # rendered to text, then tokenized: a tokenizer that adds BOS doubles the
+            style = get_style(self.family)  # template's (zephyr's tokenizer adds one its template does not write)
+            writes_bos = style.render([{"role": "user", "content": "x"}], True).startswith(style.bos)
+            return MEASURED if style.bos_in_template and writes_bos else None
         return culprit
 
     def expected(self, verdicts: dict[str, tuple[str, dict]]) -> str | None:
