@@ -219,8 +219,22 @@ def check_paths_exist(case: Case) -> None:
                                     case.source))
     if case.harness_cmd is not None and not case.harness_cmd.strip():
         problems.append(Problem("harness-cmd is empty: give the command that prompts the model", case.source))
+    for key in ("model", "base"):
+        problems += _adapter_problems(key, getattr(case, key), case.source)
     if problems:
         raise InputError(problems)
+
+
+def _adapter_problems(key: str, path: str | None, source: Any) -> list[Problem]:
+    """A LoRA adapter folder given as a model is loaded as its base with the adapter merged: its base must be
+    here and the adapter a kind ladder merges (bad input, not a rung error)."""
+    from ladder.adapters import AdapterError, adapter_to_merge
+
+    try:
+        adapter_to_merge(path)
+    except AdapterError as exc:
+        return [Problem(f"{key}: {exc}", source)]
+    return []
 
 
 def describe_case(case: Case) -> dict[str, Any]:

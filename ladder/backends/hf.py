@@ -132,6 +132,7 @@ class HFModel(Backend):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from ladder.adapters import adapter_to_merge, merge_adapter, tokenizer_folder
         from ladder.probes.base import count_cost, install_forward_cancel_point
 
         install_forward_cancel_point()
@@ -139,7 +140,11 @@ class HFModel(Backend):
         _quiet_transformers()
         torch.set_num_threads(max(1, torch.get_num_threads()))
         source, gguf = gguf_source(path)
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **gguf)
+        adapter = adapter_to_merge(path)
+        if adapter is not None:  # a LoRA adapter folder: its base, with the adapter merged in below
+            source = adapter[1]
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder(path, source) if adapter is not None else source,
+                                                  trust_remote_code=trust_remote_code, **gguf)
         placement: dict[str, Any] = {**gguf}
         offload = None
         if max_memory:
@@ -151,6 +156,8 @@ class HFModel(Backend):
             placement["device_map"] = "auto"  # shards over the GPUs, offloads to CPU what does not fit (accelerate)
         model, info = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or "auto", output_loading_info=True,
                                                            trust_remote_code=trust_remote_code, **placement)
+        if adapter is not None:
+            info = {**(info or {}), "adapter_merged": merge_adapter(model, path), "base_model": source}
         if "device_map" not in placement:
             model.to("cpu" if device in (None, "auto") else device)
         model.eval()

@@ -156,8 +156,12 @@ class LoadReport(Probe):
                 warnings.append(f"an adapter ({where}) sits in or beside the checkpoint: make sure it is applied "
                                 f"or merged")
 
+        # an adapter folder as the model: the harness loads the adapter's base and applies the adapter to it
+        merged = info.get("adapter_merged")
+        own = [str(folder)] + ([info["base_model"]] if merged and info.get("base_model") else [])
+
         def same(a: str) -> bool:
-            return os.path.exists(a) and os.path.realpath(a) == os.path.realpath(str(folder))
+            return os.path.exists(a) and os.path.realpath(a) in {os.path.realpath(o) for o in own}
 
         def copy(a: str) -> bool:  # another path (a copy, a hub id in the cache) to the same weights
             local = local_checkpoint(a)
@@ -178,6 +182,8 @@ class LoadReport(Probe):
             "harness_loaded": loaded_paths, "model": str(folder), "harness_loaded_same_weights_from": copies,
             "harness_shared_ladders_copy": any(load.get("lent_by_ladder") for load in loads),
         }
+        if merged:
+            evidence["adapter_merged_by_ladder"] = {**merged, "base_model": info.get("base_model")}
         if problems:
             return failed("; ".join(problems), problems=problems, warnings=warnings, **evidence)
         if warnings:

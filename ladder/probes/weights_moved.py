@@ -39,11 +39,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ladder.adapters import ADAPTER_CONFIG, adapter_pairs, find_adapter, lora_scale
 from ladder.probes.base import Probe, ProbeContext, failed, passed, skip, step_progress, warned
 
 LAYER_INDEX = re.compile(r"\.(\d+)\.")
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = ("adapter_model.safetensors",)
 FROZEN_WORDS = ("freeze", "frozen")
 TRAINED_WORDS = ("trainable", "unfreeze", "unfrozen", "layers_to_train", "train_layers", "layers_to_transform")
 
@@ -188,37 +187,6 @@ def matches(name: str, layer: int | None, intention: dict[str, Any]) -> bool:
 
 
 # ---- adapters ---------------------------------------------------------------------------------------
-
-
-def find_adapter(*folders: str | None) -> Path | None:
-    for folder in folders:
-        if folder and (Path(folder) / ADAPTER_CONFIG).is_file():
-            return Path(folder)
-    return None
-
-
-def adapter_pairs(folder: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], str | None]:
-    """(adapter config, {target parameter name: {"A": tensor, "B": tensor}}, problem or None)."""
-    config = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-    weights_file = next((folder / n for n in ADAPTER_WEIGHTS if (folder / n).is_file()), None)
-    if weights_file is None:
-        return config, {}, f"{ADAPTER_CONFIG} but no {ADAPTER_WEIGHTS[0]} next to it"
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(weights_file))
-    pairs: dict[str, dict[str, Any]] = {}
-    for key, tensor in tensors.items():
-        match = re.match(r"(?:base_model\.model\.)?(.*)\.lora_([AB])(?:\.[^.]+)?\.weight$", key)
-        if not match:
-            continue
-        pairs.setdefault(match.group(1) + ".weight", {})[match.group(2)] = tensor
-    return config, pairs, None
-
-
-def lora_scale(config: dict[str, Any]) -> float:
-    r = config.get("r") or 8
-    alpha = config.get("lora_alpha") or r
-    return alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
 
 
 def merge_check(model, base, config, pairs, tolerance) -> dict[str, Any]:
