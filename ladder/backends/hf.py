@@ -215,6 +215,8 @@ class HFModel(Backend):
             return False
         if self.as_loaded is None or self.lend_state() != self.as_loaded or model.training:
             return False  # not as from_pretrained gave it any more
+        if self.loading_info.get("adapter_merged"):
+            return False  # ladder merged the adapter folder: the harness's own load applies it (or fails to)
         on_cpu = all(p.device.type == "cpu" for p in model.parameters())
         for key, value in kwargs.items():
             if key in ("revision", "adapter_kwargs", "subfolder") and value in (None, "", "main", {}):
