@@ -140,6 +140,17 @@ def _resolve(value: str, base_dir: Path) -> str:
     return str(path if path.is_absolute() else (base_dir / path).resolve())
 
 
+def _resolve_model(value: str, base_dir: Path) -> str:
+    """A model path, or a hub id (`org/name`) that is not a folder here: its snapshot in the local hub cache
+    (never fetched; left unresolved, the path check names it)."""
+    path = _resolve(value, base_dir)
+    if Path(path).exists() or not HUB_ID.fullmatch(value):
+        return path
+    from ladder.backends.hf import local_checkpoint
+
+    return local_checkpoint(value) or path
+
+
 def _resolve_callable(value: str, base_dir: Path) -> str:
     """`file.py:func` gets its file resolved; `module:func` stays as it is."""
     target, sep, name = value.rpartition(":")
@@ -148,11 +159,15 @@ def _resolve_callable(value: str, base_dir: Path) -> str:
     return value
 
 
+MODEL_KEYS = ("model", "base", "harness_model")
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
 def resolve_paths(values: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     out = dict(values)
     for key in PATH_KEYS:
         if isinstance(out.get(key), str) and out[key]:
-            out[key] = _resolve(out[key], base_dir)
+            out[key] = _resolve(out[key], base_dir) if key not in MODEL_KEYS else _resolve_model(out[key], base_dir)
     for key in CALLABLE_KEYS:
         if isinstance(out.get(key), str) and out[key]:
             out[key] = _resolve_callable(out[key], base_dir)
@@ -199,7 +214,9 @@ def check_paths_exist(case: Case) -> None:
     for key in PATH_KEYS:
         value = getattr(case, key)
         if value and not Path(value).exists():
-            problems.append(Problem(f"{key.replace('_', '-')}: {value} does not exist", case.source))
+            hub = (" (a hub id such as org/name is read from the local hub cache only: ladder never downloads)"
+                   if key in MODEL_KEYS else "")
+            problems.append(Problem(f"{key.replace('_', '-')}: {value} does not exist{hub}", case.source))
     for key in ("harness", "collator", "config_schema"):
         value = getattr(case, key)
         if not value:

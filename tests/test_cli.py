@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -162,6 +163,7 @@ BAD_INPUTS = {
     "malformed case yaml": (["probe", "broken.yaml"], "broken.yaml:2:1: malformed YAML"),
     "unknown case key": (["probe", "typo.yaml"], "unknown key 'modle' (did you mean 'model'?)"),
     "model path missing": (["probe", "--model", "no/such/model"], "model: " ),
+    "hub id not in the local cache": (["probe", "--model", "acme/not-cached"], "read from the local hub cache only"),
     "harness file missing": (["probe", "--harness", "nothere.py:run"], "nothere.py does not exist"),
     "harness without function": (["probe", "--harness", "h.py"], "must be FILE.py:NAME"),
     "empty harness-cmd": (["probe", "--harness-cmd", " "], "harness-cmd is empty"),
@@ -178,6 +180,21 @@ BAD_INPUTS = {
     "transcript line not JSON": (["probe", "--transcript", "bad.jsonl"], "bad.jsonl:2: not JSON"),
     "transcript of chat messages only": (["probe", "--transcript", "chat.jsonl"], "chat.jsonl:1: holds chat `messages`"),
 }
+
+
+def test_a_hub_id_in_the_local_cache_is_its_snapshot_folder(tmp_path):
+    """`model: org/name`, not a folder here: the snapshot the local hub cache holds (never fetched)."""
+    snapshot = tmp_path / "hub" / "models--acme--tiny-chat" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (tmp_path / "hub" / "models--acme--tiny-chat" / "refs").mkdir()
+    (tmp_path / "hub" / "models--acme--tiny-chat" / "refs" / "main").write_text("abc123")
+    (tmp_path / "case.yaml").write_text("model: acme/tiny-chat\n")
+    code = "from ladder.case import load_case; print(load_case('case.yaml').model)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip()).resolve() == snapshot.resolve()
 
 
 def test_a_report_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
