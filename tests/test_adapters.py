@@ -163,3 +163,23 @@ def test_load_report_on_an_adapter_folder_checks_the_harness_applies_it(tmp_path
     assert result.evidence["adapter_merged_by_ladder"]["base_model"] == str(base_dir)
     if status == "fail":
         assert "no adapter applied" in result.summary
+
+
+@pytest.mark.parametrize("trained, status", [(True, "pass"), (False, "fail")])
+def test_weights_moved_on_an_adapter_folder_without_a_base(tmp_path, trained, status):
+    """ladder merged the adapter itself, so only whether it was ever trained is in question (lora_B all zero:
+    saved before the first step)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    base_dir = chat_model_dir("chatml")
+    layers, hidden = shape_of(base_dir)
+    adapter = tmp_path / "lora"
+    write_adapter(adapter, str(base_dir), layers=layers, hidden=hidden)
+    if not trained:
+        tensors = load_file(str(adapter / "adapter_model.safetensors"))
+        save_file({k: torch.zeros_like(v) if ".lora_B." in k else v for k, v in tensors.items()},
+                  str(adapter / "adapter_model.safetensors"))
+    report, _ = run_rungs(tmp_path / "run", ["weights-moved"], model=adapter)
+    result = rung(report, "weights-moved")
+    assert result.status.value == status, result.summary

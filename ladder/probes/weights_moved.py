@@ -306,6 +306,9 @@ class WeightsMoved(Probe):
             evidence["notes"] = notes + ["no --base: how far the weights moved was not measured"]
             if problems:
                 return failed("; ".join(problems), **evidence)
+            if (hf.loading_info or {}).get("adapter_merged"):  # the case's model is the adapter folder itself
+                return passed(f"the adapter holds trained weights ({len(pairs)} LoRA pairs), merged by ladder into "
+                              "its base as the model it runs", **evidence)
             return warned("the adapter holds trained weights, but without --base ladder cannot tell whether the "
                           "model it loads has them applied", **evidence)
 
