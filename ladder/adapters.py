@@ -95,6 +95,10 @@ def adapter_to_merge(path: str) -> tuple[dict[str, Any], str] | None:
         kind = "DoRA" if config.get("use_dora") else config.get("peft_type")
         raise AdapterError(f"{path} is a {kind} adapter: ladder merges LoRA adapters only; merge yours "
                            "(merge_and_unload()) and give the merged model")
+    unmerged = _unmerged_lora(Path(path))
+    if unmerged:
+        raise AdapterError(f"{path} holds LoRA tensors ladder does not merge ({unmerged[0]}; it merges the lora_A "
+                           "and lora_B of linear layers): merge yours (merge_and_unload()) and give the merged model")
     return config, base
 
 
@@ -142,7 +146,7 @@ def merge_adapter(model, path: str) -> dict[str, Any]:
 
 
 def _whole_tensors(folder: Path) -> dict[str, Any]:
-    """The adapter file's full tensors (not lora_A/B) by the base's parameter name."""
+    """The adapter file's full tensors (not LoRA's) by the base's parameter name."""
     from safetensors.torch import load_file
 
     weights_file = next(folder / n for n in ADAPTER_WEIGHTS if (folder / n).is_file())
@@ -153,3 +157,16 @@ def _whole_tensors(folder: Path) -> dict[str, Any]:
         name = re.sub(r"^base_model\.model\.", "", key)
         found[re.sub(r"\.modules_to_save(?:\.[^.]+)?\.", ".", name)] = tensor
     return found
+
+
+def _unmerged_lora(folder: Path) -> list[str]:
+    """LoRA tensors of the adapter file other than lora_A/lora_B weights (embedding LoRA, DoRA magnitudes):
+    `merge_adapter` does not merge them. Read from the file's header only."""
+    from safetensors import safe_open
+
+    weights_file = next((folder / n for n in ADAPTER_WEIGHTS if (folder / n).is_file()), None)
+    if weights_file is None:
+        return []
+    with safe_open(str(weights_file), framework="pt") as handle:
+        return sorted(key for key in handle.keys()
+                      if ".lora_" in key and not re.search(r"\.lora_[AB](?:\.[^.]+)?\.weight$", key))

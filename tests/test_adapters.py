@@ -87,6 +87,7 @@ def test_an_adapter_names_its_base_relative_to_itself(tmp_path):
     ({"base_model_name_or_path": "some-org/a-model-not-here"}, "neither a folder here nor in the local hub cache"),
     ({"use_dora": True}, "DoRA adapter"),
     ({"peft_type": "IA3"}, "IA3 adapter"),
+    ("embedding LoRA", "holds LoRA tensors ladder does not merge"),
 ])
 def test_an_adapter_ladder_cannot_load_is_bad_input(tmp_path, change, message):
     from ladder.case import load_case
@@ -95,8 +96,16 @@ def test_an_adapter_ladder_cannot_load_is_bad_input(tmp_path, change, message):
     base_dir = chat_model_dir("chatml")
     layers, hidden = shape_of(base_dir)
     write_adapter(tmp_path / "lora", str(base_dir), layers=layers, hidden=hidden)
-    config = json.loads((tmp_path / "lora" / "adapter_config.json").read_text())
-    (tmp_path / "lora" / "adapter_config.json").write_text(json.dumps({**config, **change}))
+    if change == "embedding LoRA":
+        import torch
+        from safetensors.torch import load_file, save_file
+
+        tensors = load_file(str(tmp_path / "lora" / "adapter_model.safetensors"))
+        tensors["base_model.model.model.embed_tokens.lora_embedding_A"] = torch.ones(RANK, 8)
+        save_file(tensors, str(tmp_path / "lora" / "adapter_model.safetensors"))
+    else:
+        config = json.loads((tmp_path / "lora" / "adapter_config.json").read_text())
+        (tmp_path / "lora" / "adapter_config.json").write_text(json.dumps({**config, **change}))
     case = tmp_path / "case.yaml"
     case.write_text("model: lora\n")
     with pytest.raises(InputError, match=message):
