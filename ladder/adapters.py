@@ -28,22 +28,38 @@ def find_adapter(*folders: str | None) -> Path | None:
     return None
 
 
+# a LoRA pair's tensor in PEFT's file: the adapted module, A or B, and the adapter's name where it is kept
+LORA_PAIR = re.compile(r"(?:base_model\.model\.)?(.*)\.lora_([AB])(?:\.[^.]+)?\.weight$")
+
+
+def _weights_file(folder: Path) -> Path | None:
+    return next((folder / name for name in ADAPTER_WEIGHTS if (folder / name).is_file()), None)
+
+
 def adapter_pairs(folder: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], str | None]:
     """(adapter config, {target parameter name: {"A": tensor, "B": tensor}}, problem or None)."""
+    config, tensors, problem = _read_adapter(folder)
+    return config, _lora_pairs(tensors), problem
+
+
+def _read_adapter(folder: Path) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+    """(adapter config, every tensor of its file, problem or None)."""
     config = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-    weights_file = next((folder / n for n in ADAPTER_WEIGHTS if (folder / n).is_file()), None)
+    weights_file = _weights_file(folder)
     if weights_file is None:
         return config, {}, f"{ADAPTER_CONFIG} but no {ADAPTER_WEIGHTS[0]} next to it"
     from safetensors.torch import load_file
 
-    tensors = load_file(str(weights_file))
+    return config, load_file(str(weights_file)), None
+
+
+def _lora_pairs(tensors: dict[str, Any]) -> dict[str, dict[str, Any]]:
     pairs: dict[str, dict[str, Any]] = {}
     for key, tensor in tensors.items():
-        match = re.match(r"(?:base_model\.model\.)?(.*)\.lora_([AB])(?:\.[^.]+)?\.weight$", key)
-        if not match:
-            continue
-        pairs.setdefault(match.group(1) + ".weight", {})[match.group(2)] = tensor
-    return config, pairs, None
+        match = LORA_PAIR.match(key)
+        if match:
+            pairs.setdefault(match.group(1) + ".weight", {})[match.group(2)] = tensor
+    return pairs
 
 
 def lora_scale(config: dict[str, Any]) -> float:
@@ -116,10 +132,10 @@ def merge_adapter(model, path: str) -> dict[str, Any]:
 
     from ladder.backends.hf import weights_by_name
 
-    config, pairs, problem = adapter_pairs(Path(path))
+    config, tensors, problem = _read_adapter(Path(path))
     if problem:
         raise AdapterError(f"{path}: {problem}")
-    whole = _whole_tensors(Path(path))
+    pairs, whole = _lora_pairs(tensors), _whole_tensors(tensors)
     if any(name.endswith("embed_tokens.weight") for name in whole):
         rows = next(t.shape[0] for n, t in whole.items() if n.endswith("embed_tokens.weight"))
         if rows != model.get_input_embeddings().weight.shape[0]:
@@ -145,13 +161,10 @@ def merge_adapter(model, path: str) -> dict[str, Any]:
             "scale": scale}
 
 
-def _whole_tensors(folder: Path) -> dict[str, Any]:
+def _whole_tensors(tensors: dict[str, Any]) -> dict[str, Any]:
     """The adapter file's full tensors (not LoRA's) by the base's parameter name."""
-    from safetensors.torch import load_file
-
-    weights_file = next(folder / n for n in ADAPTER_WEIGHTS if (folder / n).is_file())
     found = {}
-    for key, tensor in load_file(str(weights_file)).items():
+    for key, tensor in tensors.items():
         if ".lora_" in key:
             continue
         name = re.sub(r"^base_model\.model\.", "", key)
@@ -164,9 +177,8 @@ def _unmerged_lora(folder: Path) -> list[str]:
     `merge_adapter` does not merge them. Read from the file's header only."""
     from safetensors import safe_open
 
-    weights_file = next((folder / n for n in ADAPTER_WEIGHTS if (folder / n).is_file()), None)
+    weights_file = _weights_file(folder)
     if weights_file is None:
         return []
     with safe_open(str(weights_file), framework="pt") as handle:
-        return sorted(key for key in handle.keys()
-                      if ".lora_" in key and not re.search(r"\.lora_[AB](?:\.[^.]+)?\.weight$", key))
+        return sorted(key for key in handle.keys() if ".lora_" in key and not LORA_PAIR.match(key))
