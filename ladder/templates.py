@@ -8,6 +8,10 @@ renderings, with the sentinels turned into capture groups, give patterns that
 recognise a text as "this template applied to some conversation", which is how
 `classify` tells whether what a harness sent went through the template, through
 it twice, without the generation prompt, through some other format, or as raw text.
+A template that writes the date (Llama 3.1, Granite: `strftime_now`) is rendered
+for the patterns at two far-apart clocks, and what differs between the two matches
+any text: a prompt rendered on another day (a transcript, a server in another time
+zone, a run across midnight) is still the template's.
 
 Renderers: `renderer_for_tokenizer(tokenizer)` (the model's own, via
 `apply_chat_template(tokenize=False)`) or `renderer_for_template(text, bos, eos)`
@@ -17,12 +21,20 @@ Importing this module imports no torch.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sys
+import threading
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from datetime import datetime
+from typing import Any, Callable, Iterator
 
 Messages = list[dict[str, str]]
 Renderer = Callable[[Messages, bool], str]
+
+# Two clocks whose renderings differ in every character of every date and time field (day, month, year, hour,
+# weekday, in digits and in words), so that what differs between them spans each field whole.
+CLOCKS = (datetime(1999, 1, 1, 0, 0, 0), datetime(2088, 12, 28, 23, 59, 58))
 
 SENTINELS = {
     "system": "laddersystemnote",
@@ -83,14 +95,44 @@ def _conversation(shape: tuple[tuple[str, str], ...]) -> Messages:
     return [{"role": role, "content": SENTINELS[key]} for role, key in shape]
 
 
-def _try_render(render: Renderer, messages: Messages, add_generation_prompt: bool) -> str | None:
+def _try_render(render: Renderer, messages: Messages, add_generation_prompt: bool,
+                clock: datetime | None = None) -> str | None:
+    """The rendering (None where the template refuses the shape); at `clock` for a template that writes the date."""
     try:
-        text = render(messages, add_generation_prompt)
+        with _clock(clock):
+            text = render(messages, add_generation_prompt)
     except Exception:  # a template may refuse a shape (raise_exception): that shape is not supported
         return None
     if not isinstance(text, str) or any(text.count(m["content"]) != 1 for m in messages):
         return None
     return text
+
+
+_CLOCK_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _clock(clock: datetime | None) -> Iterator[None]:
+    """While the block runs, transformers' `strftime_now` (the date a template writes) reads `clock`. It calls
+    `datetime.now()` of its module, and takes no callable from the template's variables (they are made plain
+    data), so the module's `datetime` is swapped for the block; where it cannot be, the clock is the real one."""
+    utils = sys.modules.get("transformers.utils.chat_template_utils")
+    real = getattr(utils, "datetime", None) if clock is not None else None
+    if not (isinstance(real, type) and issubclass(real, datetime)):
+        yield
+        return
+
+    class Fixed(real):
+        @classmethod
+        def now(cls, tz=None):
+            return clock
+
+    with _CLOCK_LOCK:
+        utils.datetime = Fixed
+        try:
+            yield
+        finally:
+            utils.datetime = real
 
 
 def _between(text: str, start: str | None, end: str | None) -> str:
@@ -218,18 +260,25 @@ def _patterns(render: Renderer) -> list[Pattern]:
     patterns = []
     for name, shape in SHAPES:
         for add_generation_prompt in (True, False):
-            text = _try_render(render, _conversation(shape), add_generation_prompt)
-            if text is None:
+            texts = [_try_render(render, _conversation(shape), add_generation_prompt, clock) for clock in CLOCKS]
+            if None in texts:
                 continue
             keys = [key for _, key in shape]
-            positions = sorted((text.index(SENTINELS[key]), key) for key in keys)
-            regex, cursor = "", 0
-            for position, key in positions:
-                regex += re.escape(text[cursor:position]) + "(.*?)"
-                cursor = position + len(SENTINELS[key])
-            regex += re.escape(text[cursor:])
-            patterns.append(Pattern(name, add_generation_prompt, regex, [key for _, key in positions]))
+            order = [key for _, key in sorted((texts[0].index(SENTINELS[key]), key) for key in keys)]
+            pieces = [re.split("|".join(SENTINELS[key] for key in order), text) for text in texts]
+            regex = "(.*?)".join(_literal(*between) for between in zip(*pieces))
+            patterns.append(Pattern(name, add_generation_prompt, regex, order))
     return patterns
+
+
+def _literal(first: str, second: str) -> str:
+    """A regex for a piece of template text rendered at two clocks: the text itself, what differs between the
+    two (the date the template writes) matching anything."""
+    if first == second:
+        return re.escape(first)
+    head = _common_prefix(first, second)
+    tail = _common_suffix(first[len(head):], second[len(head):])
+    return re.escape(head) + ".*?" + re.escape(tail)
 
 
 @dataclass

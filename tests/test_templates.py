@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from ladder.fixtures.tokenizer import STYLES, get_style
-from ladder.templates import analyse, classify, renderer_for_template
+from ladder.templates import _clock, analyse, classify, renderer_for_template
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real_chat_templates" / "chat_templates"
 TRANSCRIBED = Path(__file__).resolve().parent / "templates"  # more families' templates (see its README)
@@ -112,6 +113,24 @@ def test_a_marker_shared_in_part_is_not_split(eos):
     assert (analysis.preamble, analysis.user_open, analysis.user_close, analysis.generation_prompt) == \
         ("", "<|user|>\n", "<|end|>\n", "<|assistant|>\n")
     assert analysis.end_of_turn == "<|end|>"
+
+
+DATED = ("llama-3.1-instruct", "granite-3")  # their templates write today's date (strftime_now)
+
+
+@pytest.mark.parametrize("name", DATED)
+def test_a_prompt_rendered_on_another_day_is_the_template(name):
+    """A transcript recorded yesterday, a server in another time zone, a run across midnight: the date the
+    template wrote differs from today's, and the prompt is still the template's."""
+    render, analysis = RENDERERS[name], analyse(RENDERERS[name])
+    with _clock(datetime(2024, 7, 26, 13, 5)):
+        yesterday = render(user(QUESTION), True)
+    assert "2024" in yesterday and yesterday != render(user(QUESTION), True), "the template writes the date"
+    found = classify(yesterday, analysis, prompt=QUESTION, bos_token=BOS, eos_token=EOS)
+    assert (found.kind, found.user_content.strip()) == ("template", QUESTION)
+    assert classify(QUESTION, analysis, prompt=QUESTION, bos_token=BOS, eos_token=EOS).kind == "raw"
+    other = RENDERERS["fixture-chatml"](user(QUESTION), True)
+    assert classify(other, analysis, prompt=QUESTION, bos_token=BOS, eos_token=EOS).kind != "template"
 
 
 def test_another_familys_template_is_not_taken_for_this_one():
