@@ -4,6 +4,7 @@ instance it was lent leaves ladder a fresh copy, and the verdicts are those of t
 
 from __future__ import annotations
 
+import contextlib
 import textwrap
 
 import pytest
@@ -26,17 +27,17 @@ def ask(prompt):
     ids = _tok(prompt, return_tensors="pt")["input_ids"].to(_model.device)
     with torch.no_grad():
         out = _model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
-                              do_sample=False)
+                              {options})
     return _tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
 '''
 
 
-def run_with(tmp_path, load: str = "", after_load: str = ""):
+def run_with(tmp_path, load: str = "", after_load: str = "", options: str = "do_sample=False"):
     model = chat_model_dir("chatml")
     id_file = tmp_path / "harness_model_id"
     path = tmp_path / "harness.py"
     path.write_text(textwrap.dedent(HARNESS).format(model=str(model), load=load, after_load=after_load,
-                                                    id_file=str(id_file)), encoding="utf-8")
+                                                    id_file=str(id_file), options=options), encoding="utf-8")
     runner = rungs_runner(tmp_path / "case", ["load-report", "prompt-format"], model=model, harness=f"{path}:ask")
     runner.walk(runner.ladder.order, stop_at_fail=False)  # not `run()`, which closes the resources inspected here
     try:
@@ -56,6 +57,49 @@ def test_a_harness_loading_the_model_as_ladder_did_is_handed_ladders_instance(tm
     assert rung(report, "load-report").status.value == "pass", rung(report, "load-report").summary
     assert rung(report, "load-report").evidence["harness_shared_ladders_copy"] is True
     assert rung(report, "prompt-format").status.value == "fail"  # raw text: the founding case, shared or not
+
+
+@contextlib.contextmanager
+def remembered_harness_replies(tmp_path, options):
+    """After load-report ran the harness on ladder's instance: the instance and, per harness call, its prompt
+    ids, what the instance remembers after that prompt (None: nothing) and the harness's own reply ids."""
+    model = chat_model_dir("chatml")
+    path = tmp_path / "harness.py"
+    path.write_text(textwrap.dedent(HARNESS).format(model=str(model), load="", after_load="",
+                                                    id_file=str(tmp_path / "harness_model_id"), options=options),
+                    encoding="utf-8")
+    runner = rungs_runner(tmp_path / "case", ["load-report"], model=model, harness=f"{path}:ask")
+    runner.walk(runner.ladder.order, stop_at_fail=False)
+    try:
+        hf, run = runner.resources.peek("hf:model"), runner.resources.peek("harness:calls")
+        assert [load.get("lent_by_ladder") for load in run.model_loads()] == [True]
+        records = [call["generate"][0] for call in run.calls]
+        yield hf, [(r["input_ids"][0], hf._kept(r["input_ids"][0]), r["output_ids"][0]) for r in records]
+    finally:
+        runner.resources.close()
+
+
+def test_a_lent_instance_remembers_the_harness_greedy_replies_as_its_own(tmp_path):
+    """The harness's greedy generate on ladder's instance is watched: each reply is remembered with its
+    log-probabilities (those a teacher-forced pass gives) and entropies, so ladder's rungs continue it instead
+    of generating the same reply again."""
+    from ladder.backends.hf import cut_at_stop
+
+    with remembered_harness_replies(tmp_path, "do_sample=False") as (hf, seen):
+        assert seen and all(known is not None for _, known, _ in seen), "every greedy reply is remembered"
+        eos = hf.loaded_model.generation_config.eos_token_id
+        stops = set(eos if isinstance(eos, list) else [eos])
+        for _, known, produced in seen:
+            reply = cut_at_stop(produced, stops)
+            assert list(known.continuation) == reply and all(known.hits) and len(known.entropy) == len(reply)
+        forced, greedy = hf._teacher_forced([(prompt, list(known.continuation)) for prompt, known, _ in seen])
+        for (_, known, _), values, hits in zip(seen, forced, greedy):
+            assert all(hits) and max(abs(a - b) for a, b in zip(values, known.logprobs)) < 1e-3
+
+
+def test_a_sampling_harness_is_not_remembered_as_greedy(tmp_path):
+    with remembered_harness_replies(tmp_path, "do_sample=True, temperature=1.5, top_k=0") as (_, seen):
+        assert seen and all(known is None for _, known, _ in seen)
 
 
 def test_a_harness_loading_another_dtype_keeps_its_own_copy(tmp_path):
@@ -137,3 +181,23 @@ def test_harness_control_lends_the_base_to_the_harness_it_redirects(tmp_path):
         assert runner.results["harness-control"].status.value == "pass", runner.results["harness-control"].summary
     finally:
         runner.resources.close()
+
+
+def test_only_rows_that_are_their_prompts_greedy_replies_are_remembered():
+    """A right-padded row's reply is not its prompt's (the pads sit between prompt and reply); a row whose
+    token is not the step's top-1 was not decoded greedily; the reply ends at the call's eos."""
+    from ladder.backends.hf import GreedyWatch
+
+    kept = []
+
+    class Lender:
+        def _remember(self, prompt, reply, values, hits, replace, entropy):
+            kept.append((prompt, reply, values))
+
+    watch = GreedyWatch(Lender(), eos={2})
+    watch.steps = [([5, 7, 9, 4], [-0.1, -0.2, -0.3, -0.4], [1.0] * 4),
+                   ([2, 8, 9, 4], [-0.5, -0.6, -0.7, -0.8], [1.0] * 4)]
+    watch.remember({"input_ids": [[0, 11, 12], [11, 12, 0], [11, 12, 13], [11, 12, 14]],
+                    "attention_mask": [[0, 1, 1], [1, 1, 0], [1, 1, 1], [1, 1, 1]],
+                    "output_ids": [[5, 2], [7, 8], [6, 9], [4, 4]]})
+    assert kept == [([11, 12], [5, 2], [-0.1, -0.5]), ([11, 12, 14], [4, 4], [-0.4, -0.8])]

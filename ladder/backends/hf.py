@@ -95,6 +95,48 @@ def cut_at_stop(ids: list[int], stops: set[int]) -> list[int]:
     return list(ids)
 
 
+class GreedyWatch:
+    """A logits processor added to a lent harness's greedy `generate` call (`HFModel.watch_greedy`): at each step
+    it keeps every row's top-1 id, its log-probability and the entropy of the distribution, and returns the
+    scores unchanged. After the call, each row whose reply is those top-1 ids step by step is remembered by the
+    lender as the model's greedy reply to the row's prompt (left-padded or unpadded rows only)."""
+
+    def __init__(self, lender: "HFModel", eos: set[int]):
+        self.lender, self.eos = lender, eos
+        self.steps: list[tuple[list[int], list[float], list[float]]] = []
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        logprobs = torch.log_softmax(scores.float(), dim=-1)
+        top = logprobs.max(dim=-1)
+        spread = -(logprobs.exp() * logprobs).nan_to_num().sum(-1)
+        self.steps.append((top.indices.tolist(), top.values.tolist(), spread.tolist()))
+        return scores
+
+    def added_to(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        from transformers import LogitsProcessorList
+
+        return {**kwargs, "logits_processor": LogitsProcessorList([self])}
+
+    def remember(self, record: dict[str, Any]) -> None:
+        """Remember the call's replies (the tap's `record` of it) that are its greedy top-1 ids."""
+        rows, masks, replies = record.get("input_ids"), record.get("attention_mask"), record.get("output_ids")
+        if not rows or replies is None or len(replies) != len(rows) or (masks is None and len(rows) > 1):
+            return
+        for row, (ids, mask, out) in enumerate(zip(rows, masks or [None] * len(rows), replies)):
+            if mask is not None and mask != sorted(mask):
+                continue  # padded on the right (or holes): the row's reply is not the prompt's
+            reply = cut_at_stop(out, self.eos)
+            if not reply or len(reply) > len(self.steps) or \
+                    any(self.steps[t][0][row] != token for t, token in enumerate(reply)):
+                continue
+            prompt = list(ids) if mask is None else [i for i, m in zip(ids, mask) if m]
+            self.lender._remember(prompt, reply, [self.steps[t][1][row] for t in range(len(reply))],
+                                  hits=[True] * len(reply), replace=False,
+                                  entropy=[self.steps[t][2][row] for t in range(len(reply))])
+
+
 @dataclass
 class HFModel(Backend):
     """A causal LM and its tokenizer, as ladder itself runs them (greedy, left padding, masked)."""
@@ -418,6 +460,29 @@ class HFModel(Backend):
                     self._join_remembered(batch[index], begun)
                 replies[index] = (begun + new)[:max_new_tokens]
         return [reply or [] for reply in replies]
+
+    # generate options under which a watched call's tokens are not read off its scores alone (a processor or
+    # stopping rule of the harness's own, another decoding scheme), or whose rows are not the prompts' replies
+    UNWATCHED = ("logits_processor", "stopping_criteria", "stop_strings", "prefix_allowed_tokens_fn",
+                 "assistant_model", "prompt_lookup_num_tokens", "inputs_embeds", "negative_prompt_ids",
+                 "custom_generate", "watermarking_config")
+
+    def watch_greedy(self, named: dict[str, Any], effective: dict[str, Any] | None) -> "GreedyWatch | None":
+        """A watch over a lent harness's `generate` call (its arguments by name, its effective generation
+        config), when the call decodes this instance greedily: it records each step's scores, and the replies
+        it produced are then remembered as this model's greedy replies (`GreedyWatch.remember`). None when the
+        call may pick other than the top-1, or the network is in another state than ladder's own passes."""
+        import torch
+
+        if effective is None or not picks_top_1(effective, None) or self.loaded_model.training:
+            return None
+        if any(named.get(key) not in (None, False) for key in self.UNWATCHED) or effective.get("stop_strings"):
+            return None
+        if (effective.get("num_return_sequences") or 1) != 1 or torch.is_autocast_enabled(self.device.type):
+            return None
+        from ladder.harness.compare import as_id_list
+
+        return GreedyWatch(self, set(as_id_list(effective.get("eos_token_id"))))
 
     def remembered_greedy(self, prompt: list[int], *, max_new_tokens: int,
                           stop_ids: set[int]) -> tuple[list[int], list[float]] | None:

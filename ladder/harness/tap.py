@@ -16,7 +16,11 @@ path this way). Tokenizers are never redirected: they are part of the path.
 `lenders` maps a model path to ladder's own loaded instance of it: a harness that
 loads that checkpoint the same way (same class, dtype, device, config) is handed
 ladder's instance instead of a second copy of the weights; the load record says
-`lent_by_ladder`. Any other load goes through untouched.
+`lent_by_ladder`. Any other load goes through untouched. A greedy `generate` call on a
+lent instance is watched (a logits processor that reads each step's scores and changes
+none): its replies, their log-probabilities and entropies are remembered by the lender
+as its own greedy replies (`HFModel.watch_greedy`), so ladder's rungs that need the
+same prompts' greedy replies continue them instead of generating them again.
 
 A harness that decodes by hand (its own loop of `model(input_ids=...)` calls, with or without a KV cache)
 is recorded when its calls form a decoding loop: the first forward pass of the prompt, then one token more
@@ -224,13 +228,16 @@ class Tap:
         tap = self
 
         def generate(model, *args, **kwargs):
+            watch = tap._watch(model, signature, args, kwargs)
             _forward_depth.value = getattr(_forward_depth, "value", 0) + 1
             try:
-                result = original(model, *args, **kwargs)
+                result = original(model, *args, **(watch.added_to(kwargs) if watch is not None else kwargs))
             finally:
                 _forward_depth.value -= 1
             try:
                 record = tap._call_record(model, signature, args, kwargs, result)
+                if watch is not None:
+                    watch.remember(record)
             except Exception as exc:  # recording must never change what the harness gets
                 record = {"label": tap.label, "record_error": f"{type(exc).__name__}: {exc}"}
             tap._record("call", record)
@@ -240,13 +247,20 @@ class Tap:
         generate.__doc__ = original.__doc__
         return generate
 
+    def _watch(self, model, signature, args, kwargs):
+        """The lender's watch over this generate call when `model` is a lent instance and the call decodes
+        greedily (None otherwise, or when in doubt: watching is an optimisation)."""
+        lender = next((lent for lent in self.lent if getattr(lent, "loaded_model", None) is model), None)
+        if lender is None or not hasattr(lender, "watch_greedy"):
+            return None
+        try:
+            named = _named_arguments(signature, model, args, kwargs)
+            return lender.watch_greedy(named, effective_generation_config(model, named))
+        except Exception:
+            return None
+
     def _call_record(self, model, signature, args, kwargs, result) -> dict[str, Any]:
-        bound = signature.bind_partial(model, *args, **kwargs)
-        arguments = dict(bound.arguments)
-        arguments.pop("self", None)
-        extra = arguments.pop("kwargs", {}) or {}
-        named = {k: v for k, v in arguments.items() if v is not None}
-        named.update(extra)
+        named = _named_arguments(signature, model, args, kwargs)
         input_ids = named.pop("inputs", None)
         if input_ids is None:
             input_ids = named.pop("input_ids", None)
@@ -533,6 +547,17 @@ def _adapters_loaded(model) -> bool:
     if getattr(model, "_hf_peft_config_loaded", False) or getattr(model, "peft_config", None):
         return True
     return any("lora_" in name for name, _ in model.named_modules())
+
+
+def _named_arguments(signature, model, args, kwargs) -> dict[str, Any]:
+    """generate's arguments by name (positional ones bound, **kwargs spread), those given as None left out."""
+    bound = signature.bind_partial(model, *args, **kwargs)
+    arguments = dict(bound.arguments)
+    arguments.pop("self", None)
+    extra = arguments.pop("kwargs", {}) or {}
+    named = {k: v for k, v in arguments.items() if v is not None}
+    named.update(extra)
+    return named
 
 
 def _unpadded(ids: list[int], mask: list[int] | None) -> list[int]:
