@@ -102,6 +102,31 @@ def test_a_sampling_harness_is_not_remembered_as_greedy(tmp_path):
         assert seen and all(known is None for _, known, _ in seen)
 
 
+def test_a_harness_placing_the_model_where_ladders_lies_is_handed_ladders_instance(tmp_path):
+    """`device_map="auto"` (the usual line of a GPU script) puts the model where ladder's lies, here the CPU."""
+    report, runner, loads, harness_model, ladders = run_with(tmp_path, load=", device_map='auto'")
+    assert harness_model == id(ladders) and [load.get("lent_by_ladder") for load in loads] == [True]
+    assert rung(report, "load-report").status.value == "pass", rung(report, "load-report").summary
+
+
+def test_a_device_map_names_the_one_device_the_model_lies_on(monkeypatch):
+    import torch
+
+    from ladder.backends.hf import device_placement
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert [device_placement(v) for v in (None, "auto", "cpu", {"": "cpu"}, torch.device("cpu"))] == ["cpu"] * 5
+    assert device_placement({"model.embed_tokens": 0, "lm_head": "cpu"}) is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert [device_placement(v) for v in ("auto", "cuda", 0, "cuda:0", {"": 0})] == ["cuda:0"] * 5
+    assert device_placement(None) == "cpu" and device_placement("cuda:1") == "cuda:1"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert device_placement("auto") is None, "two GPUs: auto may shard the model over both"
+
+
 def test_a_harness_loading_another_dtype_keeps_its_own_copy(tmp_path):
     report, runner, loads, harness_model, ladders = run_with(tmp_path, load=", dtype=torch.float16")
     assert harness_model != id(ladders)

@@ -248,18 +248,18 @@ class HFModel(Backend):
     def lends_to(self, cls: type, args: tuple, kwargs: dict[str, Any]) -> bool:
         """Whether `cls.from_pretrained(self.path, *args, **kwargs)` from a harness would give a model equal to
         this instance, so the harness can be handed it instead of loading a second copy: the same class, no
-        positional extras, and only load options that change nothing here (the same dtype, the CPU, the same
-        attention implementation, the checkpoint's own config)."""
-        import torch
-
+        positional extras, and only load options that change nothing here (the same dtype, a placement on the one
+        device this instance lies on, the same attention implementation, the checkpoint's own config)."""
         model = self.loaded_model
-        if model is None or args or type(model) is not cls or getattr(model, "hf_device_map", None):
+        if model is None or args or type(model) is not cls:
             return False
+        devices = {str(p.device) for p in model.parameters()}
+        if len(devices) != 1 or "meta" in devices:
+            return False  # sharded or offloaded: a harness's load would not lie the same way
         if self.as_loaded is None or self.lend_state() != self.as_loaded or model.training:
             return False  # not as from_pretrained gave it any more
         if self.loading_info.get("adapter_merged"):
             return False  # ladder merged the adapter folder: the harness's own load applies it (or fails to)
-        on_cpu = all(p.device.type == "cpu" for p in model.parameters())
         for key, value in kwargs.items():
             if key in ("revision", "adapter_kwargs", "subfolder") and value in (None, "", "main", {}):
                 continue
@@ -275,15 +275,15 @@ class HFModel(Backend):
                         "torch.", ""):
                     continue
                 return False
-            if key == "device_map" and on_cpu and (value in ("cpu", {"": "cpu"}) or value == torch.device("cpu")):
-                continue
+            if key == "device_map":
+                continue  # compared below
             if key == "attn_implementation" and value == getattr(model.config, "_attn_implementation", None):
                 continue
             if key == "config" and not isinstance(value, (str, os.PathLike)) and \
                     type(value) is type(model.config) and _config_dict(value) == _config_dict(model.config):
                 continue
             return False
-        return on_cpu
+        return device_placement(kwargs.get("device_map")) == devices.pop()
 
     def lend_state(self) -> dict[str, Any]:
         """What a harness must leave as it found it on a lent instance: the fingerprint, config and
@@ -675,6 +675,33 @@ def named_weights(model) -> Iterator[tuple[str, Any]]:
             yield from walk(f"{prefix}{child_name}.", child)
 
     yield from walk("", model)
+
+
+AUTO_PLACEMENTS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def device_placement(device_map: Any) -> str | None:
+    """The one device `from_pretrained(device_map=...)` puts a whole model on, as torch names it ("cpu",
+    "cuda:0", "mps"), or None where it may spread it over several: no device_map is the CPU; "auto" is the only
+    GPU, else Apple's GPU, else the CPU (accelerate's choice for a model that fits)."""
+    import torch
+
+    if device_map is None:
+        return "cpu"
+    if isinstance(device_map, dict):
+        return device_placement(device_map[""]) if set(device_map) == {""} else None
+    if isinstance(device_map, str) and device_map in AUTO_PLACEMENTS:
+        if torch.cuda.is_available():
+            return "cuda:0" if torch.cuda.device_count() == 1 else None
+        mps = getattr(torch.backends, "mps", None)
+        return "mps" if mps is not None and mps.is_available() else "cpu"
+    try:
+        device = torch.device(f"cuda:{device_map}" if isinstance(device_map, int) else device_map)
+    except (TypeError, RuntimeError, ValueError):
+        return None
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
+    return str(device)
 
 
 def is_offloaded(model) -> bool:
