@@ -226,3 +226,14 @@ def test_only_rows_that_are_their_prompts_greedy_replies_are_remembered():
                     "attention_mask": [[0, 1, 1], [1, 1, 0], [1, 1, 1], [1, 1, 1]],
                     "output_ids": [[5, 2], [7, 8], [6, 9], [4, 4]]})
     assert kept == [([11, 12], [5, 2], [-0.1, -0.5]), ([11, 12, 14], [4, 4], [-0.4, -0.8])]
+
+
+def test_a_watch_that_fails_leaves_the_call_recorded(tmp_path, monkeypatch):
+    from ladder.backends.hf import GreedyWatch
+
+    def broken(self, record):
+        raise RuntimeError("watch failed")
+
+    monkeypatch.setattr(GreedyWatch, "remember", broken)
+    with remembered_harness_replies(tmp_path, "do_sample=False") as (_, seen):
+        assert seen and all(known is None and produced for _, known, produced in seen)

@@ -39,6 +39,7 @@ Records are plain JSON-serialisable dicts; docs/transcript.md describes them.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import json
@@ -236,10 +237,11 @@ class Tap:
                 _forward_depth.value -= 1
             try:
                 record = tap._call_record(model, signature, args, kwargs, result)
-                if watch is not None:
-                    watch.remember(record)
             except Exception as exc:  # recording must never change what the harness gets
                 record = {"label": tap.label, "record_error": f"{type(exc).__name__}: {exc}"}
+            if watch is not None:
+                with contextlib.suppress(Exception):  # an optimisation: the call's record stands without it
+                    watch.remember(record)
             tap._record("call", record)
             return result
 
