@@ -38,8 +38,6 @@ def test_raw_harness_on_a_chat_model_fails_with_both_paths_side_by_side(tmp_path
     assert set(metrics) >= {"accuracy", "end_of_turn_stop_rate", "distinct_2", "mean_logprob"}
     assert all(set(row) == {"harness", "template"} for row in metrics.values())
     assert evidence["template"]["end_of_turn"] in side["template_sends"] or evidence["template"]["markers"]
-    # both paths' replies in one batched generate (decoding costs about the same for 16 rows as for 8)
-    assert evidence["cost"]["generate_calls"] == 1, evidence["cost"]
 
 
 @pytest.mark.parametrize("style", ["chatml", "gemma"])

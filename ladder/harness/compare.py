@@ -5,9 +5,6 @@ generation on it (the run's shared model, batched, left-padded, stopping on the
 model's eos ids and the template's end-of-turn token) and scores the replies:
 accuracy against the case's expected answers, the rate of stopping on the
 end-of-turn token, distinct-2, and the mean log-probability of the reply tokens.
-`measure_paths` measures several paths with one batched generation: decoding reads
-every weight once per step whatever the batch, so two paths of 8 prompts cost
-about what one does.
 """
 
 from __future__ import annotations
@@ -164,32 +161,10 @@ def distinct_2(ids: list[int]) -> float:
 def measure_path(model: "Backend", prompts: list[list[int]], expects: list[str | None], *, stops: set[int],
                  end_of_turn: int | None, max_new_tokens: int) -> dict[str, Any]:
     """Replies and metrics of one path (see the module docstring)."""
-    return measure_paths(model, [prompts], expects, stops=stops, end_of_turn=end_of_turn,
-                         max_new_tokens=max_new_tokens)[0]
-
-
-def measure_paths(model: "Backend", paths: list[list[list[int]]], expects: list[str | None], *, stops: set[int],
-                  end_of_turn: int | None, max_new_tokens: int) -> list[dict[str, Any]]:
-    """`measure_path` of each path (the same prompts asked in different forms, `expects` shared), generated and
-    scored in the same batches."""
-    joined = [prompt for path in paths for prompt in path]
-    replies = generate_cut(model, joined, stops, max_new_tokens)
-    scored = [(p, r) for p, r in zip(joined, replies) if r]
-    logprobs = iter(model.score(scored) if scored else [])
-    reply_logprobs = [next(logprobs) if r else [] for r in replies]
-    results, start = [], 0
-    for path in paths:
-        stop = start + len(path)
-        results.append(_path_metrics(model, replies[start:stop], reply_logprobs[start:stop], expects, stops=stops,
-                                     end_of_turn=end_of_turn, max_new_tokens=max_new_tokens))
-        start = stop
-    return results
-
-
-def _path_metrics(model: "Backend", replies: list[list[int]], logprobs: list[list[float]],
-                  expects: list[str | None], *, stops: set[int], end_of_turn: int | None,
-                  max_new_tokens: int) -> dict[str, Any]:
+    replies = generate_cut(model, prompts, stops, max_new_tokens)
     texts = [model.detokenize([t for t in reply if t not in stops], skip_special_tokens=True) for reply in replies]
+    scored = [(p, r) for p, r in zip(prompts, replies) if r]
+    logprobs = model.score(scored) if scored else []
     flat = [value for row in logprobs for value in row]
     checked = [(text, expect) for text, expect in zip(texts, expects) if expect]
     correct = [re.search(expect, text) is not None for text, expect in checked]

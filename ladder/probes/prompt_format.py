@@ -72,7 +72,7 @@ class PromptFormat(HarnessProbe):
     def check(self, ctx: ProbeContext, run: HarnessRun):
         from ladder.backends import model_backend
         from ladder.harness.compare import (differs_materially, disagreement, end_of_turn_id, harness_prompts,
-                                            measure_paths, metrics_table, sent_ids, stop_set, template_analysis)
+                                            measure_path, metrics_table, sent_ids, stop_set, template_analysis)
         from ladder.templates import classify
 
         params: Params = ctx.params
@@ -124,8 +124,10 @@ class PromptFormat(HarnessProbe):
         # a transcript may omit the prompt: its expectation is found by the message recovered from the text
         by_text = {p["prompt"].strip(): p["expect"] for p in probe_prompts(ctx.case)}
         expects = [asked[i]["expect"] or by_text.get((text or "").strip()) for i, text in zip(rows, user_texts)]
-        harness_path, template_path = measure_paths(model, [harness_ids, template_ids], expects, stops=stops,
-                                                    end_of_turn=eot, max_new_tokens=params.max_new_tokens)
+        harness_path = measure_path(model, harness_ids, expects, stops=stops, end_of_turn=eot,
+                                    max_new_tokens=params.max_new_tokens)
+        template_path = measure_path(model, template_ids, expects, stops=stops, end_of_turn=eot,
+                                     max_new_tokens=params.max_new_tokens)
         table = metrics_table(harness_path, template_path)
         example = _example(harness_path, template_path)
         reported = run.calls[rows[example]].get("output")
